@@ -1,0 +1,77 @@
+"""The hub's settings: typed, with defaults, read from `PARLEY_*` environment variables."""
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RegistrationPolicy(StrEnum):
+    OPEN = "open"
+    INVITE = "invite"
+    CLOSED = "closed"
+
+
+class RateLimit(BaseModel):
+    """A token bucket: `burst` requests at once, refilled at `per_second`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    burst: Annotated[float, Field(gt=0)]
+    per_second: Annotated[float, Field(gt=0)]
+
+    @classmethod
+    def parse(cls, text: str) -> "RateLimit":
+        """`"burst:per_second"`, as in `PARLEY_RATE_WRITE=60:20`."""
+        burst, per_second = text.split(":")
+        return cls(burst=float(burst), per_second=float(per_second))
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in `data_dir`.")
+    data_dir: Path = Path("parley-data")
+    keys_file: Path | None = Field(None, description="Server secrets (pepper, signing keys); default in data_dir.")
+    registration: RegistrationPolicy = RegistrationPolicy.OPEN
+
+    access_token_ttl: Annotated[int, Field(ge=30, le=86400)] = 15 * 60
+    refresh_token_ttl: Annotated[int, Field(ge=60)] = 30 * 24 * 3600
+    argon2_memory_kib: Annotated[int, Field(ge=8 * 1024)] = 64 * 1024
+    argon2_time_cost: Annotated[int, Field(ge=1)] = 3
+    max_api_keys: Annotated[int, Field(ge=1)] = 50
+
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    max_frame_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    max_json_depth: Annotated[int, Field(ge=4)] = 32
+    max_batch: Annotated[int, Field(ge=1)] = 100
+    ws_outbound_queue: Annotated[int, Field(ge=1)] = 256
+    ws_max_in_flight: Annotated[int, Field(ge=1)] = 64
+    ws_heartbeat_seconds: Annotated[float, Field(gt=0)] = 30.0
+    ws_auth_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+
+    rate_auth: RateLimit = RateLimit(burst=20, per_second=0.5)
+    rate_recovery: RateLimit = RateLimit(burst=5, per_second=1 / 60)
+    rate_read: RateLimit = RateLimit(burst=200, per_second=100)
+    rate_write: RateLimit = RateLimit(burst=100, per_second=50)
+
+    def store_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'parley.db').resolve()}"
+
+    def secrets_path(self) -> Path:
+        return self.keys_file or self.data_dir / "server-keys.json"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> "Settings":
+        """Settings from `PARLEY_<FIELD>` variables, then `overrides` (command-line flags) on top."""
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            raw = environ.get(f"PARLEY_{name.upper()}")
+            if raw is None:
+                continue
+            values[name] = RateLimit.parse(raw) if field.annotation is RateLimit else raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

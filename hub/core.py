@@ -1,0 +1,131 @@
+"""The hub: the services wired to a store, and the one dispatch path every transport calls."""
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from pydantic import BaseModel, ValidationError
+
+from protocol.errors import Forbidden, HubError, Internal, InvalidRequest, MethodNotFound, Unauthorized
+from storage.store import Store, StoreClosed
+
+from .clock import Clock
+from .config import Settings
+from .metrics import Metrics
+from .operations import OPERATIONS, Operation
+from .principal import Principal
+from .ratelimit import RateLimiter
+from .secrets import ServerKeys
+from .services import Services
+from .services.agents import AgentService
+from .services.credential_state import CredentialState
+from .services.identity import IdentityService
+
+log = logging.getLogger(__name__)
+
+
+def validation_details(error: ValidationError) -> dict[str, Any]:
+    """Field-level details of a validation failure, without echoing the input back."""
+    return {
+        "errors": [
+            {"field": ".".join(str(part) for part in item["loc"]) or None, "message": item["msg"], "type": item["type"]}
+            for item in error.errors(include_url=False, include_input=False)
+        ]
+    }
+
+
+class Hub:
+    """Owns the services and dispatches operations to them. Start `run` before dispatching."""
+
+    def __init__(self, settings: Settings, store: Store, keys: ServerKeys, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock or Clock()
+        self.metrics = Metrics()
+        self.limiter = RateLimiter(settings, self.clock)
+        self.credential_state = CredentialState(store, self.clock, settings.access_token_ttl)
+        self.services = Services(
+            identity=IdentityService(store, self.clock, settings, keys, self.credential_state, self.limiter),
+            agents=AgentService(store, self.clock, self.credential_state),
+        )
+        self.started_at = time.time()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the store's writer until `close`; ready once the writer is up and state is loaded."""
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.store.run)
+            await self.credential_state.load()
+            task_status.started()
+
+    def close(self) -> None:
+        """Stop taking writes; queued writes still commit before `run` returns."""
+        self.store.close()
+
+    async def authenticate(self, credential: str | None, address: str) -> Principal:
+        """The caller behind a transport's credential (None: anonymous).
+
+        Raises:
+            Unauthorized, Forbidden: see `IdentityService.authenticate`.
+        """
+        if not credential:
+            return Principal.anonymous(address)
+        return await self.services.identity.authenticate(credential, address)
+
+    def operation(self, name: str) -> Operation:
+        try:
+            return OPERATIONS[name]
+        except KeyError:
+            raise MethodNotFound(f"no operation named {name!r}") from None
+
+    async def dispatch(self, caller: Principal, name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Run operation `name` for `caller`; return its result as JSON-ready data.
+
+        The one path for every transport: look up, authorize, rate-limit, validate, run, measure.
+
+        Raises:
+            HubError: every failure, already mapped; anything unexpected becomes `Internal`.
+        """
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            op = self.operation(name)
+            self._authorize(op, caller)
+            self.limiter.take(op.rate_class, caller.agent_id or f"address:{caller.address}")
+            result: BaseModel = await op.handler(self.services, caller, self._validate(op, params))
+            return result.model_dump(mode="json")
+        except HubError as error:
+            outcome = error.code.value
+            raise
+        except StoreClosed:
+            outcome = "internal"
+            raise Internal("the hub is shutting down; retry shortly") from None
+        except Exception:
+            outcome = "internal"
+            log.exception("operation %s failed", name)
+            raise Internal("internal error") from None
+        finally:
+            self.metrics.record(name if name in OPERATIONS else "unknown", outcome, time.perf_counter() - started)
+
+    @staticmethod
+    def _authorize(op: Operation, caller: Principal) -> None:
+        if op.scope is None:
+            return
+        if not caller.authenticated:
+            raise Unauthorized(f"{op.name} needs a credential: an access token or an API key")
+        if op.scope not in caller.scopes:
+            raise Forbidden(f"the credential lacks the {op.scope.value!r} scope {op.name} needs",
+                            {"required_scope": op.scope.value})
+
+    @staticmethod
+    def _validate(op: Operation, params: Mapping[str, Any] | None) -> BaseModel:
+        if params is None:
+            params = {}
+        if not isinstance(params, Mapping):
+            raise InvalidRequest("params must be an object of named parameters")
+        try:
+            return op.params.model_validate(params)
+        except ValidationError as error:
+            raise InvalidRequest(f"invalid params for {op.name}", validation_details(error)) from None

@@ -1,0 +1,80 @@
+"""The operation table: every operation the hub offers, declared once.
+
+A declaration is an async function `(services, caller, params) -> result` decorated with
+`@operation(...)`. Its params and result models come from its annotations; its summary and
+description from its docstring (first line, then the rest). Every transport - JSON-RPC over
+WebSocket and HTTP, REST, MCP - is generated from this table and calls `Hub.dispatch`.
+"""
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from protocol.identity import Scope
+
+from ..principal import Principal
+from ..ratelimit import RateClass
+from ..services import Services
+
+Handler = Callable[[Services, Principal, Any], Awaitable[BaseModel]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    params: type[BaseModel]
+    result: type[BaseModel]
+    handler: Handler
+    scope: Scope | None
+    """The scope a credential needs; None for operations open to anonymous callers."""
+    rate_class: RateClass
+    http_method: str
+    http_path: str
+    summary: str
+    description: str
+    read_only: bool = False
+    destructive: bool = False
+    idempotent: bool = False
+
+
+OPERATIONS: dict[str, Operation] = {}
+
+
+def operation(
+    name: str,
+    *,
+    scope: Scope | None,
+    rate: RateClass,
+    route: tuple[str, str],
+    read_only: bool = False,
+    destructive: bool = False,
+    idempotent: bool = False,
+) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        if name in OPERATIONS:
+            raise RuntimeError(f"operation {name!r} is declared twice")
+        hints = typing.get_type_hints(handler)
+        doc = inspect.cleandoc(handler.__doc__ or "")
+        summary, _, description = doc.partition("\n")
+        OPERATIONS[name] = Operation(
+            name=name,
+            params=hints["params"],
+            result=hints["return"],
+            handler=handler,
+            scope=scope,
+            rate_class=rate,
+            http_method=route[0],
+            http_path=route[1],
+            summary=summary.strip(),
+            description=description.strip() or summary.strip(),
+            read_only=read_only,
+            destructive=destructive,
+            idempotent=idempotent or read_only,
+        )
+        return handler
+
+    return register

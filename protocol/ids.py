@@ -1,0 +1,31 @@
+"""Prefixed, time-sortable, opaque IDs (`agt_…`, `key_…`).
+
+26 Crockford base32 characters after the prefix: 48 bits of milliseconds then 80 random bits, the
+ULID layout, so IDs sort by creation time and need no coordination between nodes.
+"""
+
+import os
+import re
+import time
+from typing import Final
+
+_ALPHABET: Final = "0123456789abcdefghjkmnpqrstvwxyz"
+
+AGENT: Final = "agt"
+API_KEY: Final = "key"
+REFRESH_TOKEN: Final = "rft"
+INVITE: Final = "inv"
+SESSION: Final = "ses"
+
+
+def new_id(prefix: str) -> str:
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def is_id(prefix: str, value: str) -> bool:
+    return re.fullmatch(rf"{prefix}_[{_ALPHABET}]{{26}}", value) is not None

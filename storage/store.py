@@ -1,0 +1,178 @@
+"""The store: a synchronous SQLAlchemy engine driven from anyio.
+
+Reads run in worker threads behind a limiter. Writes go to one writer task that group-commits:
+it takes every write waiting in its queue, runs each in its own savepoint inside one transaction,
+commits once, and only then acknowledges each write. A write whose function raises is rolled back
+alone (its savepoint) and its caller gets the exception; the others still commit.
+
+A caller that is cancelled while waiting does not cancel its write: the writer owns it, so a client
+disconnecting mid-request never leaves a half-done write behind.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, TypeVar
+
+import anyio
+from anyio.abc import TaskStatus
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.pool import ConnectionPoolEntry
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_BATCH: Final = 512
+QUEUE_SIZE: Final = 8192
+READ_THREADS: Final = 8
+
+
+class StoreClosed(Exception):
+    """The writer has stopped (the hub is shutting down); the write was not made."""
+
+
+@dataclass(eq=False)
+class _Write(Generic[T]):
+    fn: Callable[[Connection], T]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: T | None = None
+    error: BaseException | None = None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+    # Hand transaction control to SQLAlchemy (pysqlite's own handling breaks SAVEPOINT).
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        "busy_timeout=10000",
+        "secure_delete=ON",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # The writer takes the write lock up front so a concurrent process cannot make it fail mid-way.
+    conn.exec_driver_sql(conn.info.get("begin", "BEGIN"))
+
+
+def create_store_engine(url: str) -> Engine:
+    """An engine for `url` (`sqlite:///path` or `postgresql+psycopg://…`) with Parley's settings."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False}, pool_size=READ_THREADS + 1)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(url, pool_size=READ_THREADS + 1, max_overflow=0, pool_pre_ping=True)
+
+
+class Store:
+    """The one way the hub reaches the database. Start `run` in a task group before writing."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._send, self._receive = anyio.create_memory_object_stream[_Write[Any]](max_buffer_size=QUEUE_SIZE)
+        self._read_limiter = anyio.CapacityLimiter(READ_THREADS)
+        self._write_limiter = anyio.CapacityLimiter(1)
+        self.commits = 0
+        self.writes = 0
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(conn)` in a worker thread inside a read transaction."""
+
+        def run() -> T:
+            with self.engine.connect() as conn, conn.begin():
+                return fn(conn)
+
+        return await anyio.to_thread.run_sync(run, limiter=self._read_limiter)
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Queue `fn(conn)` for the writer; return its result once it is committed.
+
+        Raises:
+            StoreClosed: the writer is not running.
+            Exception: whatever `fn` raised; its changes were rolled back.
+        """
+        request: _Write[T] = _Write(fn)
+        try:
+            await self._send.send(request)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise StoreClosed("the store is closed") from None
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result  # type: ignore[return-value]
+
+    async def ping(self) -> bool:
+        try:
+            await self.read(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+        except Exception:  # readiness probe: any failure means "not ready"
+            log.warning("store ping failed", exc_info=True)
+            return False
+        return True
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The writer task. Returns when `close` has been called and the queue is drained."""
+        conn = await anyio.to_thread.run_sync(self.engine.connect)
+        conn.info["begin"] = "BEGIN IMMEDIATE"
+        try:
+            task_status.started()
+            async for first in self._receive:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                # Shielded: once a batch is in flight it commits or fails whole, never half.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._commit_batch, conn, batch, limiter=self._write_limiter)
+                for request in batch:
+                    request.done.set()
+        finally:
+            self._fail_pending()
+            self._receive.close()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(conn.close)
+
+    def close(self) -> None:
+        """Stop accepting writes; the writer finishes what is queued and returns."""
+        self._send.close()
+
+    def _commit_batch(self, conn: Connection, batch: list[_Write[Any]]) -> None:
+        try:
+            with conn.begin():
+                for request in batch:
+                    savepoint = conn.begin_nested()
+                    try:
+                        request.result = request.fn(conn)
+                    except Exception as exc:  # the caller gets it; the batch goes on
+                        savepoint.rollback()
+                        request.error = exc
+                    else:
+                        savepoint.commit()
+        except Exception as exc:  # the commit itself failed: nothing in the batch was written
+            log.exception("group commit of %d writes failed", len(batch))
+            conn.invalidate()  # a broken connection is replaced on the next batch
+            for request in batch:
+                request.error = request.error or exc
+        self.commits += 1
+        self.writes += len(batch)
+
+    def _fail_pending(self) -> None:
+        while True:
+            try:
+                request = self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                return
+            request.error = StoreClosed("the store closed before this write ran")
+            request.done.set()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
