@@ -51,7 +51,7 @@ class Hub:
             identity=IdentityService(store, self.clock, settings, keys, self.credential_state, self.limiter),
             agents=AgentService(store, self.clock, self.credential_state),
         )
-        self.started_at = time.time()
+        self.started_monotonic = self.clock.monotonic()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the store's writer until `close`; ready once the writer is up and state is loaded."""

@@ -127,3 +127,10 @@ class RevokeKeyParams(Model):
 
 class AuthenticateParams(Model):
     token: Secret = Field(description="An access token or an API key.")
+
+
+class AuthenticateResult(Model):
+    agent_id: str
+    handle: str
+    scopes: list[Scope]
+    expires_at: datetime | None

@@ -1,0 +1,96 @@
+"""The composition root: builds the store, the hub and every edge, and mounts them on one port."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+
+from hub.config import Settings
+from hub.core import Hub
+from hub.secrets import ServerKeys
+from storage import migrations
+from storage.store import Store, create_store_engine
+
+from .http_rpc import rpc_endpoint
+from .jsonrpc import Framing
+from .ws_rpc import websocket_endpoint
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+def migrate(settings: Settings) -> None:
+    """Apply every pending migration to the configured database (blocking)."""
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_store_engine(settings.store_url())
+    try:
+        migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+@asynccontextmanager
+async def running_hub(settings: Settings) -> AsyncIterator[Hub]:
+    """A migrated store and a running hub; on exit, queued writes commit before the store closes."""
+    await anyio.to_thread.run_sync(migrate, settings)
+    keys = await anyio.to_thread.run_sync(ServerKeys.load_or_create, settings.secrets_path())
+    store = Store(create_store_engine(settings.store_url()))
+    hub = Hub(settings, store, keys)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(hub.run)
+            try:
+                yield hub
+            finally:
+                hub.close()
+    finally:
+        store.dispose()
+
+
+async def health(request: Request) -> JSONResponse:
+    hub: Hub = request.state.hub
+    return JSONResponse(
+        {
+            "status": "ok",
+            "version": VERSION,
+            "uptime_seconds": round(hub.clock.monotonic() - hub.started_monotonic, 3),
+            "time": hub.clock.now().isoformat().replace("+00:00", "Z"),
+        }
+    )
+
+
+async def ready(request: Request) -> JSONResponse:
+    hub: Hub = request.state.hub
+    if await hub.store.ping():
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "unavailable", "reason": "the store does not answer"}, status_code=503)
+
+
+async def metrics(request: Request) -> PlainTextResponse:
+    hub: Hub = request.state.hub
+    return PlainTextResponse(hub.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with running_hub(settings) as hub:
+            log.info("hub ready on %s", settings.store_url().split("@")[-1])
+            yield {"hub": hub, "framing": Framing(max_batch=settings.max_batch, max_depth=settings.max_json_depth)}
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/rpc", rpc_endpoint, methods=["POST"]),
+        WebSocketRoute("/ws", websocket_endpoint),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,1 @@
+"""The Python client for Parley hubs, for autonomous agents and scripts."""

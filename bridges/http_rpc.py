@@ -1,0 +1,65 @@
+"""JSON-RPC 2.0 over HTTP POST at /rpc: one request or a batch per body.
+
+JSON-RPC outcomes, errors included, are HTTP 200 (204 when the body held only notifications).
+HTTP statuses are kept for what happens before JSON-RPC: 401 for a refused credential, 413 for a
+body over the limit, 415 for a body that does not say it is JSON.
+"""
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from hub.core import Hub
+from protocol import jsonrpc
+from protocol.errors import HubError, PayloadTooLarge, UnsupportedMediaType
+
+from .credentials import address_of, principal_from
+from .jsonrpc import Framing, Request as RpcRequest
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) one over `limit` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes", {"max_bytes": limit})
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes", {"max_bytes": limit})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def error_response(error: HubError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A transport-level failure of /rpc, as a JSON-RPC error with the matching HTTP status."""
+    return JSONResponse(jsonrpc.failure(None, error), status_code=error.http_status, headers=headers)
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+async def rpc_endpoint(request: Request) -> Response:
+    hub: Hub = request.state.hub
+    framing: Framing = request.state.framing
+    try:
+        if not _is_json(request.headers.get("content-type", "")):
+            raise UnsupportedMediaType("send the JSON-RPC payload as application/json")
+        body = await read_body(request, hub.settings.max_body_bytes)
+        caller = await principal_from(hub, request.headers, address_of(request.client))
+    except HubError as error:
+        return error_response(error, {"WWW-Authenticate": "Bearer"} if error.http_status == 401 else None)
+
+    async def execute(call: RpcRequest) -> Any:
+        return await hub.dispatch(caller, call.method, call.params)
+
+    response = await framing.respond(body, execute)
+    if response is None:
+        return Response(status_code=204)
+    return JSONResponse(response)
+
+

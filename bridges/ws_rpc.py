@@ -1,0 +1,167 @@
+"""JSON-RPC 2.0 over a WebSocket at /ws: the transport for autonomous agents.
+
+A connection authenticates with `Authorization: Bearer` at the upgrade (a refused credential gets
+HTTP 401 and no connection) or with an `auth.authenticate` call within a few seconds of connecting.
+The credential is checked again on every call, so a revoked key or a suspended agent stops working
+at once on open connections too.
+
+One task reads frames, each request runs in its own task (at most `ws_max_in_flight` at once, so a
+client that floods requests is simply read more slowly), and one task writes. Outbound frames wait
+in a bounded queue: a client that does not read its responses is disconnected with 1013 rather than
+holding memory or slowing anyone else. A frame over the size limit closes the connection with 1009.
+"""
+
+import json
+import logging
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from pydantic import ValidationError
+
+from hub.core import Hub, validation_details
+from hub.principal import Principal
+from protocol import jsonrpc, websocket as ws_protocol
+from protocol.errors import HubError, InvalidRequest
+from protocol.identity import AuthenticateParams, AuthenticateResult
+
+from .credentials import address_of, credential_from
+from .jsonrpc import Framing, Request
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 2.0
+
+
+class WebSocketSession:
+    """One connection. Owns its tasks; all of them end when the connection does."""
+
+    def __init__(self, websocket: WebSocket, hub: Hub, framing: Framing) -> None:
+        self._ws = websocket
+        self._hub = hub
+        self._framing = framing
+        self._settings = hub.settings
+        self._address = address_of(websocket.client)
+        self._credential: str | None = None
+        self._close_with: tuple[int, str] | None = None
+        self._outbound_send: MemoryObjectSendStream[str]
+        self._outbound_receive: MemoryObjectReceiveStream[str]
+        self._outbound_send, self._outbound_receive = anyio.create_memory_object_stream[str](
+            max_buffer_size=self._settings.ws_outbound_queue
+        )
+        self._in_flight = anyio.Semaphore(self._settings.ws_max_in_flight)
+        self._tasks: TaskGroup | None = None
+
+    async def run(self) -> None:
+        try:
+            credential = credential_from(self._ws.headers)
+            if credential is not None:
+                await self._hub.authenticate(credential, self._address)
+        except HubError as error:
+            await self._refuse(error)
+            return
+        self._credential = credential
+        await self._ws.accept()
+        async with anyio.create_task_group() as tg:
+            self._tasks = tg
+            tg.start_soon(self._write_loop)
+            tg.start_soon(self._heartbeat_loop)
+            if self._credential is None:
+                tg.start_soon(self._authentication_deadline)
+            await self._read_loop(tg)
+            tg.cancel_scope.cancel()
+        if self._close_with is not None:
+            code, reason = self._close_with
+            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                try:
+                    await self._ws.close(code, reason)
+                except (RuntimeError, OSError):  # the peer went away first
+                    pass
+
+    async def _refuse(self, error: HubError) -> None:
+        if "websocket.http.response" in self._ws.scope.get("extensions", {}):
+            body = {"error": error.to_dict()}
+            await self._ws.send_denial_response(JSONResponse(body, status_code=error.http_status))
+        else:
+            await self._ws.close(ws_protocol.UNAUTHORIZED, error.message[:120])
+
+    def _close(self, code: int, reason: str) -> None:
+        """Close the connection: stop every task, then send the close frame (from `run`)."""
+        if self._close_with is None:
+            self._close_with = (code, reason)
+        assert self._tasks is not None
+        self._tasks.cancel_scope.cancel()
+
+    async def _read_loop(self, tg: TaskGroup) -> None:
+        limit = self._settings.max_frame_bytes
+        while True:
+            try:
+                message = await self._ws.receive()
+            except WebSocketDisconnect:
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            payload: str | bytes = message.get("text") or message.get("bytes") or b""
+            if len(payload) > limit:
+                self._close(ws_protocol.MESSAGE_TOO_BIG, f"frames are limited to {limit} bytes")
+                return
+            await self._in_flight.acquire()
+            tg.start_soon(self._handle, payload)
+
+    async def _handle(self, payload: str | bytes) -> None:
+        try:
+            response = await self._framing.respond(payload, self._execute)
+        finally:
+            self._in_flight.release()
+        if response is not None:
+            self._enqueue(response)
+
+    def _enqueue(self, frame: dict[str, Any] | list[dict[str, Any]]) -> None:
+        try:
+            self._outbound_send.send_nowait(json.dumps(frame, separators=(",", ":")))
+        except anyio.WouldBlock:
+            self._close(ws_protocol.TRY_AGAIN_LATER, "outbound queue full: the client is not reading; reconnect")
+
+    async def _write_loop(self) -> None:
+        async for text in self._outbound_receive:
+            await self._ws.send_text(text)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await anyio.sleep(self._settings.ws_heartbeat_seconds)
+            self._enqueue(jsonrpc.notification(ws_protocol.HEARTBEAT_METHOD, {"time": self._hub.clock.now().isoformat()}))
+
+    async def _authentication_deadline(self) -> None:
+        await anyio.sleep(self._settings.ws_auth_timeout_seconds)
+        if self._credential is None:
+            self._close(ws_protocol.UNAUTHORIZED, f"authenticate within {self._settings.ws_auth_timeout_seconds:g}s")
+
+    async def _caller(self) -> Principal:
+        return await self._hub.authenticate(self._credential, self._address)
+
+    async def _execute(self, request: Request) -> Any:
+        if request.method == ws_protocol.AUTHENTICATE_METHOD:
+            return await self._authenticate(request.params)
+        return await self._hub.dispatch(await self._caller(), request.method, request.params)
+
+    async def _authenticate(self, params: Any) -> dict[str, Any]:
+        try:
+            token = AuthenticateParams.model_validate(params).token
+        except ValidationError as error:
+            raise InvalidRequest("invalid params for auth.authenticate", validation_details(error)) from None
+        principal = await self._hub.authenticate(token, self._address)
+        assert principal.agent_id is not None and principal.handle is not None
+        self._credential = token
+        return AuthenticateResult(
+            agent_id=principal.agent_id, handle=principal.handle, scopes=sorted(principal.scopes),
+            expires_at=principal.expires_at,
+        ).model_dump(mode="json")
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    state = websocket.state
+    await WebSocketSession(websocket, state.hub, state.framing).run()

@@ -1,0 +1,124 @@
+"""Test-side helpers for talking to a real hub: JSON-RPC over HTTP and over WebSocket."""
+
+import itertools
+import json
+import uuid
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from bridges.client._websocket import WebSocketConnection
+
+from .servers import HubServer
+
+
+class RpcError(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(json.dumps(error))
+        self.error = error
+        self.jsonrpc_code: int = error["code"]
+        self.code: str = error["data"]["code"]
+        self.details: dict[str, Any] = error["data"].get("details", {})
+
+
+@dataclass
+class Agent:
+    agent_id: str
+    handle: str
+    recovery_key: str
+    access_token: str
+    refresh_token: str
+
+
+def unique_handle(stem: str) -> str:
+    return f"{stem}-{uuid.uuid4().hex[:10]}"
+
+
+class HubClient:
+    """JSON-RPC over HTTP against one hub server."""
+
+    def __init__(self, server: HubServer) -> None:
+        self.server = server
+        self.http = httpx.AsyncClient(base_url=server.url, timeout=30)
+        self._ids = itertools.count(1)
+
+    async def __aenter__(self) -> "HubClient":
+        return self
+
+    async def __aexit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
+        await self.http.aclose()
+
+    async def post_rpc(self, body: Any, token: str | None = None, **kwargs: Any) -> httpx.Response:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return await self.http.post("/rpc", json=body, headers=headers, **kwargs)
+
+    async def call(self, method: str, params: dict[str, Any] | None = None, token: str | None = None) -> Any:
+        """The result of `method`, or RpcError carrying the hub's error."""
+        body: dict[str, Any] = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
+        if params is not None:
+            body["params"] = params
+        response = await self.post_rpc(body, token)
+        payload = response.json()
+        if "error" in payload:
+            raise RpcError(payload["error"])
+        return payload["result"]
+
+    async def register(self, stem: str, **params: Any) -> Agent:
+        handle = unique_handle(stem)
+        result = await self.call("auth.register", {"handle": handle, **params})
+        return Agent(result["agent_id"], result["handle"], result["recovery_key"],
+                     result["tokens"]["access_token"], result["tokens"]["refresh_token"])
+
+    async def api_key(self, agent: Agent, **params: Any) -> str:
+        created = await self.call("keys.create", {"name": "test", **params}, token=agent.access_token)
+        return created["api_key"]
+
+    @property
+    def admin_key(self) -> str:
+        return self.server.admin["api_key"]
+
+
+class RpcSocket:
+    """JSON-RPC over one WebSocket connection; responses matched by id, notifications kept aside."""
+
+    def __init__(self, connection: WebSocketConnection) -> None:
+        self.connection = connection
+        self.notifications: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+
+    @classmethod
+    async def open(cls, server: HubServer, token: str | None = None) -> "RpcSocket":
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return cls(await WebSocketConnection.connect(server.ws_url, headers))
+
+    async def __aenter__(self) -> "RpcSocket":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.connection.close()
+
+    async def send(self, payload: Any) -> None:
+        await self.connection.send_text(payload if isinstance(payload, str) else json.dumps(payload))
+
+    async def receive(self) -> Any:
+        """The next frame that is not a notification."""
+        while True:
+            frame = json.loads(await self.connection.receive())
+            if isinstance(frame, dict) and "method" in frame:
+                self.notifications.append(frame)
+                continue
+            return frame
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        request_id = next(self._ids)
+        body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            body["params"] = params
+        await self.send(body)
+        frame = await self.receive()
+        assert frame.get("id") == request_id, frame
+        if "error" in frame:
+            raise RpcError(frame["error"])
+        return frame["result"]
