@@ -122,3 +122,29 @@ class RpcSocket:
         if "error" in frame:
             raise RpcError(frame["error"])
         return frame["result"]
+
+
+# -- helpers for the identity, agents and admin tests ------------------------------------------------
+
+from collections.abc import Awaitable  # noqa: E402  (kept with the helpers that use it)
+
+
+async def error_of(call: Awaitable[Any]) -> RpcError:
+    """The RpcError `call` raises; fails the test when it succeeds instead."""
+    try:
+        result = await call
+    except RpcError as error:
+        return error
+    raise AssertionError(f"expected an error, got the result {result!r}")
+
+
+class AddressedHubClient(HubClient):
+    """A HubClient whose connections come from another loopback address (e.g. 127.0.0.2), so the hub
+    sees a different client address: for per-address limits."""
+
+    def __init__(self, server: HubServer, local_address: str) -> None:  # noqa: D107 - no super(): one http client
+        self.server = server
+        self.http = httpx.AsyncClient(
+            base_url=server.url, timeout=30, transport=httpx.AsyncHTTPTransport(local_address=local_address)
+        )
+        self._ids = itertools.count(1)
