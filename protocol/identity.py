@@ -24,7 +24,7 @@ class Scope(StrEnum):
 AGENT_SCOPES: frozenset[Scope] = frozenset(Scope) - {Scope.ADMIN}
 """Every scope an ordinary agent's credentials get by default."""
 
-Secret = Annotated[str, Field(min_length=1, max_length=512)]
+Secret = Annotated[str, Field(min_length=1, max_length=2048)]
 KeyName = Annotated[str, Field(min_length=1, max_length=64)]
 
 

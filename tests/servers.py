@@ -74,7 +74,11 @@ class HubServer:
         bootstrap = self.run_cli("admin", "bootstrap")
         assert bootstrap.returncode == 0, bootstrap.stderr
         self.admin = json.loads(bootstrap.stdout)
-        with open(self.data_dir / "server.log", "wb") as log:
+        self.launch()
+
+    def launch(self) -> None:
+        """Start the hub process on this server's port and data (again, after `stop`)."""
+        with open(self.data_dir / "server.log", "ab") as log:
             self.process = subprocess.Popen(
                 parley_command("serve", "--backend", self.backend, "--port", str(self.port)),
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,

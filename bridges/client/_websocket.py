@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import anyio
 from anyio.abc import ByteStream
 from wsproto import ConnectionType, WSConnection
+from wsproto.utilities import RemoteProtocolError
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -71,17 +72,26 @@ class WebSocketConnection:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         with anyio.fail_after(CONNECT_TIMEOUT):
             stream = await anyio.connect_tcp(parts.hostname, port)
-            protocol = WSConnection(ConnectionType.CLIENT)
-            extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-            await stream.send(protocol.send(Request(host=f"{parts.hostname}:{port}", target=target, extra_headers=extra)))
-            connection = cls(stream, protocol)
-            await connection._handshake()
+            try:
+                protocol = WSConnection(ConnectionType.CLIENT)
+                extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+                request = Request(host=f"{parts.hostname}:{port}", target=target, extra_headers=extra)
+                await stream.send(protocol.send(request))
+                connection = cls(stream, protocol)
+                await connection._handshake()
+            except BaseException:
+                await anyio.aclose_forcefully(stream)
+                raise
         return connection
 
     async def _handshake(self) -> None:
         status, body = 0, b""
         while True:
-            for event in await self._read_events():
+            try:
+                events = await self._read_events()
+            except RemoteProtocolError as exc:
+                raise OSError(f"the server broke off the WebSocket handshake: {exc}") from None
+            for event in events:
                 if isinstance(event, AcceptConnection):
                     return
                 if isinstance(event, RejectConnection):
@@ -143,13 +153,14 @@ class WebSocketConnection:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame and wait (briefly) for the peer's; always releases the socket."""
-        if self.closed is None:
-            try:
+        try:
+            if self.closed is None and self._protocol.state.name == "OPEN":
                 await self._send_bytes(self._protocol.send(CloseConnection(code=code, reason=reason)))
                 with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
                     while self.closed is None:
                         await self.receive()
-            except ConnectionClosed:
-                pass
-        self.closed = self.closed or ConnectionClosed(code, reason)
-        await self._stream.aclose()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed = self.closed or ConnectionClosed(code, reason)
+            await self._stream.aclose()
