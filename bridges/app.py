@@ -17,8 +17,11 @@ from hub.secrets import ServerKeys
 from storage import migrations
 from storage.store import Store, create_store_engine
 
+from .docs_page import docs_routes
 from .http_rpc import rpc_endpoint
 from .jsonrpc import Framing
+from .openapi import openapi_document
+from .rest import http_error, rest_routes
 from .ws_rpc import websocket_endpoint
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,10 @@ async def metrics(request: Request) -> PlainTextResponse:
     return PlainTextResponse(hub.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(openapi_document(VERSION))
+
+
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -92,5 +99,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/rpc", rpc_endpoint, methods=["POST"]),
         WebSocketRoute("/ws", websocket_endpoint),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *docs_routes(),
+        *rest_routes(),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: http_error, 405: http_error})

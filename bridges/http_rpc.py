@@ -5,9 +5,11 @@ HTTP statuses are kept for what happens before JSON-RPC: 401 for a refused crede
 body over the limit, 415 for a body that does not say it is JSON.
 """
 
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, Final
 
-from starlette.requests import Request
+import anyio
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from hub.core import Hub
@@ -18,17 +20,40 @@ from .credentials import address_of, principal_from
 from .jsonrpc import Framing, Request as RpcRequest
 
 
+DISCARD_BYTES: Final = 8 * 1024 * 1024
+DISCARD_SECONDS: Final = 2.0
+
+
+async def _discard_rest(stream: AsyncIterator[bytes], received: int) -> None:
+    """Read and drop what is left of a refused body, within bounds. A client still sending its body
+    reads no response before it has sent it all; a server that answers and closes with the body
+    unread resets the connection, and the client sees "disconnected" instead of the 413."""
+    with anyio.move_on_after(DISCARD_SECONDS):
+        try:
+            async for chunk in stream:
+                received += len(chunk)
+                if received > DISCARD_BYTES:
+                    return
+        except ClientDisconnect:
+            return
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) one over `limit` bytes before reading it all."""
+    """The request body, refusing (413) one over `limit` bytes without keeping more than `limit`."""
+    too_large = PayloadTooLarge(f"the body is larger than {limit} bytes", {"max_bytes": limit})
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes", {"max_bytes": limit})
+        if int(declared) <= DISCARD_BYTES:
+            await _discard_rest(request.stream(), 0)
+        raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    async for chunk in stream:
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes", {"max_bytes": limit})
+            await _discard_rest(stream, size)
+            raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -38,7 +63,7 @@ def error_response(error: HubError, headers: dict[str, str] | None = None) -> JS
     return JSONResponse(jsonrpc.failure(None, error), status_code=error.http_status, headers=headers)
 
 
-def _is_json(content_type: str) -> bool:
+def is_json(content_type: str) -> bool:
     media_type = content_type.split(";")[0].strip().lower()
     return media_type == "application/json" or media_type.endswith("+json")
 
@@ -47,7 +72,7 @@ async def rpc_endpoint(request: Request) -> Response:
     hub: Hub = request.state.hub
     framing: Framing = request.state.framing
     try:
-        if not _is_json(request.headers.get("content-type", "")):
+        if not is_json(request.headers.get("content-type", "")):
             raise UnsupportedMediaType("send the JSON-RPC payload as application/json")
         body = await read_body(request, hub.settings.max_body_bytes)
         caller = await principal_from(hub, request.headers, address_of(request.client))

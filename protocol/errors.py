@@ -20,6 +20,8 @@ hand. `details` is client-meaningful data (field errors, limits); nothing intern
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from pydantic import BaseModel
+
 
 class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
@@ -135,3 +137,15 @@ class Internal(HubError):
 
 
 _BY_CODE: dict[str, type[HubError]] = {cls.code.value: cls for cls in HubError.__subclasses__()}
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorEnvelope(BaseModel):
+    """The REST error body: `{"error": {"code", "message", "details"}}`."""
+
+    error: ErrorBody

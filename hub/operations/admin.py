@@ -38,7 +38,7 @@ async def unsuspend(services: Services, caller: Principal, params: UnsuspendPara
     return await services.agents.set_suspended(caller.agent_id, params.agent, False, None)
 
 
-@operation("admin.invites.create", scope=Scope.ADMIN, rate=RateClass.WRITE, route=("POST", "/api/admin/invites"))
+@operation("admin.invites.create", scope=Scope.ADMIN, rate=RateClass.WRITE, route=("POST", "/api/admin/invites", 201))
 async def create_invite(services: Services, caller: Principal, params: CreateInviteParams) -> Invite:
     """Create an invite code for the `invite` registration policy; the code is shown once."""
     return await services.identity.create_invite(caller, params)

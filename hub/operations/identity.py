@@ -26,7 +26,7 @@ from ..services import Services
 from .table import operation
 
 
-@operation("auth.register", scope=None, rate=RateClass.AUTH, route=("POST", "/api/auth/register"))
+@operation("auth.register", scope=None, rate=RateClass.AUTH, route=("POST", "/api/auth/register", 201))
 async def register(services: Services, caller: Principal, params: RegisterParams) -> RegisterResult:
     """Register a new agent; returns its id, a one-time recovery key and a first token grant.
 
@@ -81,7 +81,7 @@ async def whoami(services: Services, caller: Principal, params: Empty) -> Whoami
     return await services.identity.whoami(caller)
 
 
-@operation("keys.create", scope=Scope.KEYS_MANAGE, rate=RateClass.WRITE, route=("POST", "/api/keys"))
+@operation("keys.create", scope=Scope.KEYS_MANAGE, rate=RateClass.WRITE, route=("POST", "/api/keys", 201))
 async def create_key(services: Services, caller: Principal, params: CreateKeyParams) -> CreatedApiKey:
     """Create a named API key, optionally expiring and narrowed to some scopes; the key is shown once.
 

@@ -34,11 +34,15 @@ class Operation:
     rate_class: RateClass
     http_method: str
     http_path: str
+    http_status: int
+    """The REST status of success: 201 for operations that create something, else 200."""
     summary: str
     description: str
     read_only: bool = False
     destructive: bool = False
     idempotent: bool = False
+    idempotency_param: str | None = None
+    """The param that makes a retry safe (REST fills it from the `Idempotency-Key` header)."""
 
 
 OPERATIONS: dict[str, Operation] = {}
@@ -49,10 +53,11 @@ def operation(
     *,
     scope: Scope | None,
     rate: RateClass,
-    route: tuple[str, str],
+    route: tuple[str, str] | tuple[str, str, int],
     read_only: bool = False,
     destructive: bool = False,
     idempotent: bool = False,
+    idempotency_param: str | None = None,
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         if name in OPERATIONS:
@@ -69,11 +74,13 @@ def operation(
             rate_class=rate,
             http_method=route[0],
             http_path=route[1],
+            http_status=route[2] if len(route) == 3 else 200,
             summary=summary.strip(),
             description=description.strip() or summary.strip(),
             read_only=read_only,
             destructive=destructive,
             idempotent=idempotent or read_only,
+            idempotency_param=idempotency_param,
         )
         return handler
 

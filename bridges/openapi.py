@@ -1,0 +1,112 @@
+"""The OpenAPI 3.1 document of the REST bridge, generated from the operation table's models."""
+
+import functools
+import re
+from typing import Any, Final
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from hub.operations import OPERATIONS, Operation
+from protocol.errors import ErrorEnvelope, HubError
+
+REF: Final = "#/components/schemas/{model}"
+BODY_METHODS: Final = {"POST", "PATCH", "PUT"}
+ERROR_STATUSES: Final = sorted({cls.http_status for cls in HubError.__subclasses__()} | {405})
+
+
+def _path_names(path: str) -> list[str]:
+    return re.findall(r"{(\w+)}", path)
+
+
+def _resolve(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    return defs[ref.rsplit("/", 1)[1]] if ref else schema
+
+
+def _operation(op: Operation, refs: dict[tuple[type[BaseModel], str], Any], defs: dict[str, Any]) -> dict[str, Any]:
+    params_schema = _resolve(refs[(op.params, "validation")], defs)
+    properties: dict[str, Any] = params_schema.get("properties", {})
+    required = set(params_schema.get("required", []))
+    path_names = _path_names(op.http_path)
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": properties.get(name, {"type": "string"})}
+        for name in path_names
+    ]
+    document: dict[str, Any] = {
+        "operationId": op.name,
+        "summary": op.summary,
+        "description": f"{op.description}\n\nJSON-RPC method: `{op.name}`.",
+        "tags": [op.name.split(".")[0]],
+        "parameters": parameters,
+        "responses": {
+            str(op.http_status): {
+                "description": op.summary,
+                "content": {"application/json": {"schema": refs[(op.result, "serialization")]}},
+            },
+            **{
+                str(status): {"$ref": "#/components/responses/Error"}
+                for status in ERROR_STATUSES
+                if status != op.http_status
+            },
+        },
+        "security": [{"bearer": []}, {"apiKey": []}] if op.scope else [{}, {"bearer": []}, {"apiKey": []}],
+    }
+    if op.idempotency_param:
+        parameters.append({
+            "name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 64},
+            "description": f"Makes a retry safe: the same key returns the first result (sets `{op.idempotency_param}`).",
+        })
+    if op.scope:
+        document["x-required-scope"] = op.scope.value
+    rest = {name: schema for name, schema in properties.items() if name not in path_names}
+    if op.http_method in BODY_METHODS:
+        body_schema = {**params_schema, "properties": rest, "required": sorted(required - set(path_names))}
+        if not body_schema["required"]:
+            del body_schema["required"]
+        document["requestBody"] = {
+            "required": bool(required - set(path_names)),
+            "content": {"application/json": {"schema": body_schema}},
+        }
+    else:
+        parameters += [
+            {"name": name, "in": "query", "required": name in required, "schema": schema,
+             **({"description": schema["description"]} if "description" in schema else {})}
+            for name, schema in rest.items()
+        ]
+    return document
+
+
+@functools.cache
+def openapi_document(version: str) -> dict[str, Any]:
+    models: list[tuple[type[BaseModel], Any]] = [(ErrorEnvelope, "serialization")]
+    for op in OPERATIONS.values():
+        models += [(op.params, "validation"), (op.result, "serialization")]
+    refs, top = models_json_schema(list(dict.fromkeys(models)), ref_template=REF)
+    defs: dict[str, Any] = top.get("$defs", {})
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS.values():
+        paths.setdefault(op.http_path, {})[op.http_method.lower()] = _operation(op, refs, defs)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Parley",
+            "version": version,
+            "description": "An agent-to-agent messaging hub. Every operation is also a JSON-RPC 2.0 method on "
+            "`/rpc` and `/ws`; errors use one envelope everywhere.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": defs,
+            "responses": {
+                "Error": {
+                    "description": "The error envelope; `error.code` says what went wrong.",
+                    "content": {"application/json": {"schema": refs[(ErrorEnvelope, "serialization")]}},
+                }
+            },
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An access token or an API key."},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }

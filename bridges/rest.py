@@ -1,0 +1,117 @@
+"""The REST bridge: one route per operation under /api, generated from the operation table.
+
+Params come from the path, then the query string (GET and DELETE) or the JSON body (POST, PATCH,
+PUT). A value given twice (say, in the path and in the body) must agree. Errors use the envelope
+`{"error": {"code", "message", "details"}}` with the error's HTTP status; 401 adds
+`WWW-Authenticate` and 429 adds `Retry-After` and `X-RateLimit-*`.
+"""
+
+import json
+import math
+import typing
+from typing import Any, Final
+
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hub.core import Hub
+from hub.operations import OPERATIONS, Operation
+from protocol.errors import HubError, InvalidRequest, MethodNotFound, PayloadTooLarge, RateLimited, UnsupportedMediaType
+
+from .credentials import address_of, principal_from
+from .http_rpc import is_json, read_body
+
+MAX_QUERY_BYTES: Final = 8192
+BODY_METHODS: Final = {"POST", "PATCH", "PUT"}
+
+
+def error_headers(error: HubError) -> dict[str, str]:
+    if isinstance(error, RateLimited):
+        seconds = str(max(1, math.ceil(error.retry_after)))
+        return {"Retry-After": seconds, "X-RateLimit-Limit": str(error.limit), "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": seconds}
+    if error.http_status == 401:
+        return {"WWW-Authenticate": 'Bearer realm="parley"'}
+    return {}
+
+
+def error_response(error: HubError) -> JSONResponse:
+    return JSONResponse({"error": error.to_dict()}, status_code=error.http_status, headers=error_headers(error))
+
+
+def _is_list(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is list:
+        return True
+    return any(_is_list(arg) for arg in typing.get_args(annotation))
+
+
+def _query_params(request: Request, model: type[BaseModel]) -> dict[str, Any]:
+    if len(request.url.query.encode()) > MAX_QUERY_BYTES:
+        raise PayloadTooLarge(f"the query string is longer than {MAX_QUERY_BYTES} bytes", {"max_bytes": MAX_QUERY_BYTES})
+    params: dict[str, Any] = {}
+    for name in request.query_params:
+        field = model.model_fields.get(name)
+        values = request.query_params.getlist(name)
+        params[name] = values if field is not None and _is_list(field.annotation) else values[-1]
+    return params
+
+
+async def _body_params(request: Request, limit: int) -> dict[str, Any]:
+    body = await read_body(request, limit)
+    if not body.strip():
+        return {}
+    if not is_json(request.headers.get("content-type", "")):
+        raise UnsupportedMediaType("send the request body as application/json")
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidRequest("the body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return document
+
+
+async def operation_params(request: Request, op: Operation, hub: Hub) -> dict[str, Any]:
+    if request.method in BODY_METHODS:
+        params = await _body_params(request, hub.settings.max_body_bytes)
+    else:
+        params = _query_params(request, op.params)
+    given = dict(request.path_params)
+    idempotency_key = request.headers.get("idempotency-key")
+    if op.idempotency_param and idempotency_key is not None:
+        given[op.idempotency_param] = idempotency_key
+    for name, value in given.items():
+        if name in params and params[name] != value:
+            raise InvalidRequest(f"{name!r} is given twice with different values", {"field": name})
+        params[name] = value
+    return params
+
+
+def operation_route(op: Operation) -> Route:
+    async def endpoint(request: Request) -> Response:
+        hub: Hub = request.state.hub
+        try:
+            caller = await principal_from(hub, request.headers, address_of(request.client))
+            params = await operation_params(request, op, hub)
+            result = await hub.dispatch(caller, op.name, params)
+        except HubError as error:
+            return error_response(error)
+        return JSONResponse(result, status_code=op.http_status)
+
+    return Route(op.http_path, endpoint, methods=[op.http_method], name=op.name)
+
+
+def rest_routes() -> list[Route]:
+    return [operation_route(op) for op in OPERATIONS.values()]
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 (no such route, or not with this method), in the hub's envelope."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(MethodNotFound(f"no route {request.method} {request.url.path}"))
+    error = InvalidRequest(f"{request.method} is not allowed on {request.url.path}")
+    return JSONResponse({"error": error.to_dict()}, status_code=exc.status_code, headers=exc.headers)
