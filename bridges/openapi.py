@@ -24,6 +24,14 @@ def _resolve(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return defs[ref.rsplit("/", 1)[1]] if ref else schema
 
 
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent or a value, never JSON null: drop the null branch of `X | None`."""
+    branches = [branch for branch in schema.get("anyOf", []) if branch.get("type") != "null"]
+    if len(branches) == 1 and "anyOf" in schema:
+        return {**{k: v for k, v in schema.items() if k != "anyOf"}, **branches[0]}
+    return schema
+
+
 def _operation(op: Operation, refs: dict[tuple[type[BaseModel], str], Any], defs: dict[str, Any]) -> dict[str, Any]:
     params_schema = _resolve(refs[(op.params, "validation")], defs)
     properties: dict[str, Any] = params_schema.get("properties", {})
@@ -70,7 +78,7 @@ def _operation(op: Operation, refs: dict[tuple[type[BaseModel], str], Any], defs
         }
     else:
         parameters += [
-            {"name": name, "in": "query", "required": name in required, "schema": schema,
+            {"name": name, "in": "query", "required": name in required, "schema": _not_null(schema),
              **({"description": schema["description"]} if "description" in schema else {})}
             for name, schema in rest.items()
         ]

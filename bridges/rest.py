@@ -90,22 +90,31 @@ async def operation_params(request: Request, op: Operation, hub: Hub) -> dict[st
     return params
 
 
-def operation_route(op: Operation) -> Route:
+def path_route(path: str, operations: list[Operation]) -> Route:
+    """One route per path, so a wrong method gets 405 with every allowed method in `Allow`."""
+    by_method = {op.http_method: op for op in operations}
+
     async def endpoint(request: Request) -> Response:
+        op = by_method[request.method]
         hub: Hub = request.state.hub
         try:
             caller = await principal_from(hub, request.headers, address_of(request.client))
             params = await operation_params(request, op, hub)
-            result = await hub.dispatch(caller, op.name, params)
+            result = await hub.dispatch(caller, op.name, params, from_strings=request.method not in BODY_METHODS)
         except HubError as error:
             return error_response(error)
         return JSONResponse(result, status_code=op.http_status)
 
-    return Route(op.http_path, endpoint, methods=[op.http_method], name=op.name)
+    return Route(path, endpoint, methods=list(by_method))
 
 
 def rest_routes() -> list[Route]:
-    return [operation_route(op) for op in OPERATIONS.values()]
+    paths: dict[str, list[Operation]] = {}
+    for op in OPERATIONS.values():
+        paths.setdefault(op.http_path, []).append(op)
+    # Literal paths first: /api/agents/me must not be taken for /api/agents/{agent}.
+    ordered = sorted(paths, key=lambda path: path.count("{"))
+    return [path_route(path, paths[path]) for path in ordered]
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -1,8 +1,10 @@
 """The hub: the services wired to a store, and the one dispatch path every transport calls."""
 
+import json
 import logging
 import time
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
@@ -10,8 +12,10 @@ from anyio.abc import TaskStatus
 from pydantic import BaseModel, ValidationError
 
 from protocol.errors import Forbidden, HubError, Internal, InvalidRequest, MethodNotFound, Unauthorized
+from protocol.events import SUBSCRIBE_METHOD, SubscribeParams
 from storage.store import Store, StoreClosed
 
+from .bus import EventBus, LocalEventBus
 from .clock import Clock
 from .config import Settings
 from .metrics import Metrics
@@ -21,8 +25,12 @@ from .ratelimit import RateLimiter
 from .secrets import ServerKeys
 from .services import Services
 from .services.agents import AgentService
+from .services.blocks import BlockService
+from .services.conversations import ConversationService
 from .services.credential_state import CredentialState
+from .services.events import EventService, EventStream
 from .services.identity import IdentityService
+from .services.messages import MessageService
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +48,23 @@ def validation_details(error: ValidationError) -> dict[str, Any]:
 class Hub:
     """Owns the services and dispatches operations to them. Start `run` before dispatching."""
 
-    def __init__(self, settings: Settings, store: Store, keys: ServerKeys, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, keys: ServerKeys, clock: Clock | None = None, bus: EventBus | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock or Clock()
+        self.bus: EventBus = bus or LocalEventBus(settings.event_buffer)
         self.metrics = Metrics()
         self.limiter = RateLimiter(settings, self.clock)
         self.credential_state = CredentialState(store, self.clock, settings.access_token_ttl)
         self.services = Services(
             identity=IdentityService(store, self.clock, settings, keys, self.credential_state, self.limiter),
             agents=AgentService(store, self.clock, self.credential_state),
+            conversations=ConversationService(store, self.clock, settings, self.bus),
+            messages=MessageService(store, self.clock, settings, self.bus),
+            blocks=BlockService(store, self.clock),
+            events=EventService(store, self.bus),
         )
         self.started_monotonic = self.clock.monotonic()
 
@@ -80,10 +95,13 @@ class Hub:
         except KeyError:
             raise MethodNotFound(f"no operation named {name!r}") from None
 
-    async def dispatch(self, caller: Principal, name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    async def dispatch(
+        self, caller: Principal, name: str, params: Mapping[str, Any] | None, *, from_strings: bool = False
+    ) -> dict[str, Any]:
         """Run operation `name` for `caller`; return its result as JSON-ready data.
 
         The one path for every transport: look up, authorize, rate-limit, validate, run, measure.
+        `params` is decoded JSON, or with `from_strings` a query string's values (REST GET/DELETE).
 
         Raises:
             HubError: every failure, already mapped; anything unexpected becomes `Internal`.
@@ -94,7 +112,7 @@ class Hub:
             op = self.operation(name)
             self._authorize(op, caller)
             self.limiter.take(op.rate_class, caller.agent_id or f"address:{caller.address}")
-            result: BaseModel = await op.handler(self.services, caller, self._validate(op, params))
+            result: BaseModel = await op.handler(self.services, caller, self._validate(op, params, from_strings))
             return result.model_dump(mode="json")
         except HubError as error:
             outcome = error.code.value
@@ -109,6 +127,28 @@ class Hub:
         finally:
             self.metrics.record(name if name in OPERATIONS else "unknown", outcome, time.perf_counter() - started)
 
+    def events_stream(
+        self, caller: Principal, params: Mapping[str, Any] | None
+    ) -> AbstractAsyncContextManager[EventStream]:
+        """The live event stream behind the WebSocket's `events.subscribe`, checked like `events.list`.
+
+        Not in the operation table: its result is a stream, which only a connection can carry.
+
+        Raises:
+            HubError: the caller may not read events, is rate-limited, or `params` are invalid.
+        """
+        op = self.operation("events.list")
+        self._authorize(op, caller)
+        self.limiter.take(op.rate_class, caller.agent_id or f"address:{caller.address}")
+        if params is not None and not isinstance(params, Mapping):
+            raise InvalidRequest("params must be an object of named parameters")
+        try:
+            after = SubscribeParams.model_validate(params or {}).after
+        except ValidationError as error:
+            raise InvalidRequest(f"invalid params for {SUBSCRIBE_METHOD}", validation_details(error)) from None
+        assert caller.agent_id is not None
+        return self.services.events.stream(caller.agent_id, after)
+
     @staticmethod
     def _authorize(op: Operation, caller: Principal) -> None:
         if op.scope is None:
@@ -120,12 +160,16 @@ class Hub:
                             {"required_scope": op.scope.value})
 
     @staticmethod
-    def _validate(op: Operation, params: Mapping[str, Any] | None) -> BaseModel:
+    def _validate(op: Operation, params: Mapping[str, Any] | None, from_strings: bool) -> BaseModel:
+        """Strict validation: JSON types must match (no `false` for an integer, no `"5"` for a number);
+        query strings are parsed by each field's type."""
         if params is None:
             params = {}
         if not isinstance(params, Mapping):
             raise InvalidRequest("params must be an object of named parameters")
         try:
-            return op.params.model_validate(params)
+            if from_strings:
+                return op.params.model_validate_strings(params, strict=True)
+            return op.params.model_validate_json(json.dumps(params), strict=True)
         except ValidationError as error:
             raise InvalidRequest(f"invalid params for {op.name}", validation_details(error)) from None
