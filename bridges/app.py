@@ -14,6 +14,8 @@ from starlette.routing import Route, WebSocketRoute
 from hub.config import Settings
 from hub.core import Hub
 from hub.secrets import ServerKeys
+from mcp_tools.http import McpEndpoint
+from mcp_tools.profiles import Profile
 from storage import migrations
 from storage.store import Store, create_store_engine
 
@@ -22,6 +24,7 @@ from .http_rpc import rpc_endpoint
 from .jsonrpc import Framing
 from .openapi import openapi_document
 from .rest import http_error, rest_routes
+from .sse import event_stream
 from .ws_rpc import websocket_endpoint
 
 log = logging.getLogger(__name__)
@@ -87,9 +90,13 @@ async def openapi(request: Request) -> JSONResponse:
 
 
 def create_app(settings: Settings) -> Starlette:
+    mcp = McpEndpoint(Profile(settings.mcp_tools), public_url=settings.public_url,
+                      session_idle_seconds=settings.mcp_session_idle_seconds)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with running_hub(settings) as hub:
+        # The MCP session manager starts with the hub and stops before it (a Route runs no lifespan).
+        async with running_hub(settings) as hub, mcp.running(hub):
             log.info("hub ready on %s", settings.store_url().split("@")[-1])
             yield {"hub": hub, "framing": Framing(max_batch=settings.max_batch, max_depth=settings.max_json_depth)}
 
@@ -100,7 +107,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/rpc", rpc_endpoint, methods=["POST"]),
         WebSocketRoute("/ws", websocket_endpoint),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/api/events/stream", event_stream, methods=["GET"]),
         *docs_routes(),
         *rest_routes(),
+        *mcp.routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: http_error, 405: http_error})

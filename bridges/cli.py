@@ -5,17 +5,23 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
 
-from hub.config import Settings
+from . import mcp_stdio  # light: it too imports the hub only when its command runs
 
-from .app import migrate, running_hub
+if TYPE_CHECKING:
+    from hub.config import Settings
+
+# The hub, the store and the app are imported by the commands that use them, so `parley call`
+# starts as fast as a script calling it in a loop needs.
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace) -> "Settings":
+    from hub.config import Settings
+
     return Settings.from_env(
         database_url=getattr(args, "db", None),
         data_dir=getattr(args, "data_dir", None),
@@ -31,6 +37,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
+    from .app import migrate
+
     settings = _settings(args)
     migrate(settings)
     print(f"migrated {settings.store_url().split('@')[-1]}")
@@ -38,6 +46,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_bootstrap(args: argparse.Namespace) -> int:
+    from .app import running_hub
+
     async def bootstrap() -> tuple[str, str, Any]:
         async with running_hub(_settings(args)) as hub:
             return await hub.services.identity.bootstrap_admin(args.handle)
@@ -118,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="API key or access token (env PARLEY_API_KEY)")
     call.add_argument("--timeout", type=float, default=30.0)
     call.set_defaults(run=_cmd_call)
+
+    mcp_stdio.add_command(commands)
     return parser
 
 

@@ -14,7 +14,6 @@ from typing import Any
 import anyio
 
 from protocol import jsonrpc
-from protocol.common import json_depth
 from protocol.errors import HubError, InvalidRequest, PayloadTooLarge
 
 
@@ -37,15 +36,18 @@ class Framing:
 
     async def respond(self, payload: str | bytes, execute: Executor) -> dict[str, Any] | list[dict[str, Any]] | None:
         """The response to send for `payload`, or None when nothing is to be sent (notifications)."""
+        too_deep = jsonrpc.envelope_error(
+            None, jsonrpc.INVALID_REQUEST,
+            InvalidRequest(f"the payload nests deeper than {self.max_depth} levels", {"max_depth": self.max_depth}),
+        )
         try:
             document = json.loads(payload)
-        except (ValueError, RecursionError):
+        except RecursionError:  # nested past what the parser handles: deeper than any limit we allow
+            return too_deep
+        except ValueError:
             return jsonrpc.envelope_error(None, jsonrpc.PARSE_ERROR, InvalidRequest("the payload is not valid JSON"))
-        if json_depth(document) > self.max_depth:
-            return jsonrpc.envelope_error(
-                None, jsonrpc.INVALID_REQUEST,
-                InvalidRequest(f"the payload nests deeper than {self.max_depth} levels", {"max_depth": self.max_depth}),
-            )
+        if _deeper_than(document, self.max_depth):
+            return too_deep
         if not isinstance(document, list):
             return await self._respond_one(document, execute)
         if not document:
@@ -73,6 +75,19 @@ class Framing:
         except HubError as error:
             return None if request.is_notification else jsonrpc.failure(request.id, error)
         return None if request.is_notification else jsonrpc.success(request.id, result)
+
+
+def _deeper_than(document: Any, limit: int) -> bool:
+    """Whether `document` nests deeper than `limit` levels (iterative: a deep payload cannot exhaust the stack)."""
+    stack: list[tuple[Any, int]] = [(document, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            depth += 1
+            if depth > limit:
+                return True
+            stack.extend((child, depth) for child in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def parse_request(item: Any) -> Request | dict[str, Any]:

@@ -85,6 +85,27 @@ def _operation(op: Operation, refs: dict[tuple[type[BaseModel], str], Any], defs
     return document
 
 
+def _event_stream(events_list: Operation) -> dict[str, Any]:
+    return {
+        "operationId": "events.stream",
+        "summary": "Live events as Server-Sent Events, resumable with Last-Event-ID.",
+        "description": "Each SSE message has `id` = the event cursor, `event` = its type and `data` = the event as "
+        "JSON (the items of `events.list`). Starts after `Last-Event-ID` or `after`; without either, live from now. "
+        "A `lagged` event (data `{\"resume_after\": cursor}`) ends the stream of a client that fell too far behind.",
+        "tags": ["events"],
+        "parameters": [
+            {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+        ],
+        "responses": {
+            "200": {"description": "The event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            **{str(status): {"$ref": "#/components/responses/Error"} for status in ERROR_STATUSES},
+        },
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "x-required-scope": events_list.scope.value if events_list.scope else None,
+    }
+
+
 @functools.cache
 def openapi_document(version: str) -> dict[str, Any]:
     models: list[tuple[type[BaseModel], Any]] = [(ErrorEnvelope, "serialization")]
@@ -95,6 +116,7 @@ def openapi_document(version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS.values():
         paths.setdefault(op.http_path, {})[op.http_method.lower()] = _operation(op, refs, defs)
+    paths["/api/events/stream"] = {"get": _event_stream(OPERATIONS["events.list"])}
     return {
         "openapi": "3.1.0",
         "info": {

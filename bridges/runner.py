@@ -6,7 +6,9 @@ finish for a few seconds, then the app's lifespan commits queued writes and clos
 """
 
 import logging
+import os
 import signal
+import socket
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Final, Iterator, Literal
@@ -48,6 +50,9 @@ async def _serve_uvicorn(app: Starlette, settings: Settings, host: str, port: in
         ws_max_size=settings.max_frame_bytes,
         timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
         log_level="warning",
+        # The client address is the socket's, as on hypercorn: trusting X-Forwarded-For from
+        # loopback (uvicorn's default) would let any local client pick its rate-limit address.
+        proxy_headers=False,
     )
     server = Server(config)
 
@@ -70,10 +75,47 @@ async def _serve_hypercorn(app: Starlette, settings: Settings, host: str, port: 
     config.websocket_max_message_size = settings.max_frame_bytes
     config.accesslog = None
     stopping = anyio.Event()
+
+    async def shut_down_stuck_connections() -> None:
+        await stopping.wait()
+        await anyio.sleep(GRACEFUL_SECONDS + 1.0)
+        if count := _shut_down_connections(port):
+            log.warning("shut down %d connection(s) still open %gs after the stop signal", count, GRACEFUL_SECONDS + 1)
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_on_signal, stopping.set)
+        tg.start_soon(shut_down_stuck_connections)
         await serve(app, config, shutdown_trigger=stopping.wait)  # type: ignore[arg-type]
         tg.cancel_scope.cancel()
+
+
+def _shut_down_connections(port: int) -> int:
+    """Shut down this process's accepted TCP connections on `port`; how many there were.
+
+    hypercorn closes a connection's socket only after its app task ends, and writes to the socket in
+    a shielded scope: an app task writing to a client that stopped reading never ends, and neither
+    would the server after SIGTERM. A shut-down socket fails that write, so everything can finish.
+    """
+    count = 0
+    for name in os.listdir("/dev/fd"):
+        try:
+            fd = os.dup(int(name))
+        except (ValueError, OSError):
+            continue
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            continue
+        with sock:  # closes our duplicate only
+            try:
+                if (sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM
+                        and sock.getsockname()[1] == port and sock.getpeername()):
+                    sock.shutdown(socket.SHUT_RDWR)
+                    count += 1
+            except OSError:  # not connected (a listener), or already gone
+                pass
+    return count
 
 
 def serve(settings: Settings, *, host: str, port: int, backend: Backend) -> None:

@@ -9,24 +9,33 @@ One task reads frames, each request runs in its own task (at most `ws_max_in_fli
 client that floods requests is simply read more slowly), and one task writes. Outbound frames wait
 in a bounded queue: a client that does not read its responses is disconnected with 1013 rather than
 holding memory or slowing anyone else. A frame over the size limit closes the connection with 1009.
+
+`events.subscribe` {after} starts the caller's event stream (`hub.services.events.EventStream`:
+replay after the cursor, then live): events go out as `event` notifications from a task of their
+own. A subscriber that falls further behind than the bus buffers is closed with 1013 and a reason
+naming the cursor to resume after.
 """
 
 import json
 import logging
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from pydantic import ValidationError
 
+from hub.bus import SubscriberLagged
 from hub.core import Hub, validation_details
 from hub.principal import Principal
+from hub.services.events import EventStream
 from protocol import jsonrpc, websocket as ws_protocol
-from protocol.errors import HubError, InvalidRequest
+from protocol.errors import Conflict, HubError, InvalidRequest
+from protocol.events import EVENT_NOTIFICATION, SUBSCRIBE_METHOD, SubscribeResult
 from protocol.identity import AuthenticateParams, AuthenticateResult
 
 from .credentials import address_of, credential_from
@@ -35,6 +44,8 @@ from .jsonrpc import Framing, Request
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 2.0
+SLOW_CONSUMER_METRIC = "parley_ws_slow_consumer_disconnects"
+"""How many connections were closed with 1013 because their client did not read (a /metrics gauge)."""
 
 
 class WebSocketSession:
@@ -55,6 +66,11 @@ class WebSocketSession:
         )
         self._in_flight = anyio.Semaphore(self._settings.ws_max_in_flight)
         self._tasks: TaskGroup | None = None
+        # Events are written by their own task, not through the outbound queue: a slow reader then
+        # holds back the event stream (whose bus buffer overflows and ends it with a resume cursor)
+        # without filling the queue that responses and heartbeats use.
+        self._send_lock = anyio.Lock()
+        self._streaming = False
 
     async def run(self) -> None:
         try:
@@ -93,6 +109,9 @@ class WebSocketSession:
         """Close the connection: stop every task, then send the close frame (from `run`)."""
         if self._close_with is None:
             self._close_with = (code, reason)
+            if code == ws_protocol.TRY_AGAIN_LATER:
+                gauges = self._hub.metrics.gauges
+                gauges[SLOW_CONSUMER_METRIC] = gauges.get(SLOW_CONSUMER_METRIC, 0) + 1
         assert self._tasks is not None
         self._tasks.cancel_scope.cancel()
 
@@ -106,7 +125,8 @@ class WebSocketSession:
             if message["type"] == "websocket.disconnect":
                 return
             payload: str | bytes = message.get("text") or message.get("bytes") or b""
-            if len(payload) > limit:
+            # In bytes: a server's own limit may count the characters of a text frame.
+            if len(payload.encode() if isinstance(payload, str) else payload) > limit:
                 self._close(ws_protocol.MESSAGE_TOO_BIG, f"frames are limited to {limit} bytes")
                 return
             await self._in_flight.acquire()
@@ -128,7 +148,8 @@ class WebSocketSession:
 
     async def _write_loop(self) -> None:
         async for text in self._outbound_receive:
-            await self._ws.send_text(text)
+            async with self._send_lock:
+                await self._ws.send_text(text)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -146,6 +167,8 @@ class WebSocketSession:
     async def _execute(self, request: Request) -> Any:
         if request.method == ws_protocol.AUTHENTICATE_METHOD:
             return await self._authenticate(request.params)
+        if request.method == SUBSCRIBE_METHOD:
+            return await self._subscribe(request.params)
         return await self._hub.dispatch(await self._caller(), request.method, request.params)
 
     async def _authenticate(self, params: Any) -> dict[str, Any]:
@@ -160,6 +183,34 @@ class WebSocketSession:
             agent_id=principal.agent_id, handle=principal.handle, scopes=sorted(principal.scopes),
             expires_at=principal.expires_at,
         ).model_dump(mode="json")
+
+    async def _subscribe(self, params: Any) -> dict[str, Any]:
+        """`events.subscribe`: push the caller's events after a cursor as `event` notifications."""
+        if self._streaming:
+            raise Conflict("this connection already streams events")
+        self._streaming = True
+        try:
+            stream = self._hub.events_stream(await self._caller(), params)
+            assert self._tasks is not None
+            result: dict[str, Any] = await self._tasks.start(self._pump_events, stream)
+        except HubError:
+            self._streaming = False
+            raise
+        return result
+
+    async def _pump_events(
+        self, stream: AbstractAsyncContextManager[EventStream], *, task_status: TaskStatus[dict[str, Any]]
+    ) -> None:
+        async with stream as events:
+            task_status.started(SubscribeResult(after=events.start).model_dump(mode="json"))
+            try:
+                async for event in events:
+                    frame = jsonrpc.notification(EVENT_NOTIFICATION, event.model_dump(mode="json"))
+                    async with self._send_lock:
+                        await self._ws.send_text(json.dumps(frame, separators=(",", ":")))
+            except SubscriberLagged as lag:
+                reason = f"too slow for live events; resume after cursor {lag.last_cursor}"
+                self._close(ws_protocol.TRY_AGAIN_LATER, reason)
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:

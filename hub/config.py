@@ -4,9 +4,11 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from protocol.messages import DEFAULT_MAX_MESSAGE_BYTES, MAX_BODY_CHARS
 
 
 class RegistrationPolicy(StrEnum):
@@ -52,6 +54,16 @@ class Settings(BaseModel):
     ws_max_in_flight: Annotated[int, Field(ge=1)] = 64
     ws_heartbeat_seconds: Annotated[float, Field(gt=0)] = 30.0
     ws_auth_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    sse_heartbeat_seconds: Annotated[float, Field(gt=0)] = 15.0
+
+    public_url: str = Field("", description="The hub's external base URL (e.g. https://parley.example.com); "
+                            "/mcp accepts that host besides loopback ones, and names it in its auth metadata.")
+    mcp_tools: Literal["messaging", "memory", "rag", "workflows", "all"] = "all"
+    mcp_session_idle_seconds: Annotated[float, Field(gt=0)] = 30 * 60
+
+    max_message_bytes: Annotated[int, Field(ge=1, le=MAX_BODY_CHARS)] = DEFAULT_MAX_MESSAGE_BYTES
+    max_group_members: Annotated[int, Field(ge=2)] = 1000
+    event_buffer: Annotated[int, Field(ge=1, description="Live events a subscriber may fall behind by.")] = 1024
 
     rate_auth: RateLimit = RateLimit(burst=20, per_second=0.5)
     rate_recovery: RateLimit = RateLimit(burst=5, per_second=1 / 60)

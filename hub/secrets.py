@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -135,7 +134,3 @@ class RecoveryKeyHasher:
         except (VerificationError, InvalidHashError):
             return False
 
-
-def constant_time_dummy() -> str:
-    """A throwaway secret, to keep timing equal when the named record does not exist."""
-    return secrets.token_hex(16)

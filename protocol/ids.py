@@ -1,4 +1,4 @@
-"""Prefixed, time-sortable, opaque IDs (`agt_…`, `key_…`).
+"""Prefixed, time-sortable, opaque IDs (`agt_…`, `key_…`, `cnv_…`, `msg_…`).
 
 26 Crockford base32 characters after the prefix: 48 bits of milliseconds then 80 random bits, the
 ULID layout, so IDs sort by creation time and need no coordination between nodes.
@@ -16,6 +16,9 @@ API_KEY: Final = "key"
 REFRESH_TOKEN: Final = "rft"
 INVITE: Final = "inv"
 SESSION: Final = "ses"
+CONVERSATION: Final = "cnv"
+MESSAGE: Final = "msg"
+BLOCK: Final = "blk"
 
 
 def new_id(prefix: str) -> str:

@@ -7,6 +7,10 @@ gets the exception; the others still commit (the batch is re-run with a savepoin
 
 A caller that is cancelled while waiting does not cancel its write: the writer owns it, so a client
 disconnecting mid-request never leaves a half-done write behind.
+
+A write may carry an `on_commit` hook. The writer calls the hooks of a batch right after its commit,
+in the order the writes ran, before acknowledging any of them: the hub publishes events from there,
+so live subscribers see them in commit (and cursor) order.
 """
 
 import logging
@@ -39,6 +43,7 @@ class StoreClosed(Exception):
 @dataclass(eq=False)
 class _Write(Generic[T]):
     fn: Callable[[Connection], T]
+    on_commit: Callable[[T], None] | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     result: T | None = None
     error: BaseException | None = None
@@ -95,8 +100,11 @@ class Store:
 
         return await anyio.to_thread.run_sync(run, limiter=self._read_limiter)
 
-    async def write(self, fn: Callable[[Connection], T]) -> T:
+    async def write(self, fn: Callable[[Connection], T], *, on_commit: Callable[[T], None] | None = None) -> T:
         """Queue `fn(conn)` for the writer; return its result once it is committed.
+
+        `on_commit(result)` runs on the writer's task right after the commit, in commit order; it
+        must not block or raise.
 
         `fn` may run more than once (a batch is retried when one of its writes raises), so it must
         have no effect outside `conn`.
@@ -105,7 +113,7 @@ class Store:
             StoreClosed: the writer is not running.
             Exception: whatever `fn` raised; its changes were rolled back.
         """
-        request: _Write[T] = _Write(fn)
+        request: _Write[T] = _Write(fn, on_commit)
         try:
             await self._send.send(request)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -140,12 +148,45 @@ class Store:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self._commit_batch, conn, batch, limiter=self._write_limiter)
                 for request in batch:
+                    if request.error is None and request.on_commit is not None:
+                        self._after_commit(request)
                     request.done.set()
         finally:
             self._fail_pending()
             self._receive.close()
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(conn.close)
+
+    @staticmethod
+    def _after_commit(request: _Write[Any]) -> None:
+        try:
+            request.on_commit(request.result)  # type: ignore[misc]
+        except Exception:  # the write is committed; a failing hook must not stop the writer
+            log.exception("an on_commit hook failed")
+
+    async def checkpoint(self) -> None:
+        """SQLite: move the WAL into the database file and truncate it; nothing on other databases.
+
+        Called after erasing data: with `secure_delete` the database's free space is zeroed, but
+        the WAL still holds old page images (with the erased bytes) until a checkpoint. Runs under
+        the writer's limiter, so no batch is being committed meanwhile; the busy timeout waits out
+        readers of an older snapshot.
+        """
+        if self.dialect != "sqlite":
+            return
+
+        def run() -> None:
+            raw = self.engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                busy, _, _ = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                cursor.close()
+            finally:
+                raw.close()
+            if busy:
+                log.warning("the WAL checkpoint after an erasure was blocked by readers; it will run later")
+
+        await anyio.to_thread.run_sync(run, limiter=self._write_limiter)
 
     def close(self) -> None:
         """Stop accepting writes; the writer finishes what is queued and returns."""

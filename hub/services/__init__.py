@@ -3,7 +3,11 @@
 from dataclasses import dataclass
 
 from .agents import AgentService
+from .blocks import BlockService
+from .conversations import ConversationService
+from .events import EventService
 from .identity import IdentityService
+from .messages import MessageService
 
 
 @dataclass(frozen=True)
@@ -12,3 +16,7 @@ class Services:
 
     identity: IdentityService
     agents: AgentService
+    conversations: ConversationService
+    messages: MessageService
+    blocks: BlockService
+    events: EventService

@@ -1,6 +1,8 @@
 """Agent profiles: lookup, discovery and self-service edits; the operator's view and suspension."""
 
 import base64
+import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -9,10 +11,11 @@ from sqlalchemy.exc import IntegrityError
 
 from protocol import ids
 from protocol.admin import AdminAgentView, ListAgentsParams
-from protocol.agents import Profile, SearchAgentsParams, UpdateProfileParams, Visibility
+from protocol.agents import HANDLE_PATTERN, Profile, SearchAgentsParams, UpdateProfileParams, Visibility
 from protocol.common import Page
 from protocol.errors import Conflict, InvalidRequest, NotFound
 from storage.queries import agents as agent_queries
+from storage.queries import credentials as credential_queries
 from storage.store import Store
 
 from ..clock import Clock
@@ -49,13 +52,25 @@ def _encode_cursor(value: str) -> str:
     return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str | None) -> str | None:
+def _decode_cursor(cursor: str | None, well_formed: Callable[[str], bool]) -> str | None:
+    """The position a cursor holds; refused unless it is strict base64url of a well-formed position."""
     if cursor is None:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        value = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("the cursor is not one this hub issued", {"field": "cursor"}) from None
+        value = None
+    if value is None or not well_formed(value):
+        raise InvalidRequest("the cursor is not one this hub issued", {"field": "cursor"})
+    return value
+
+
+def _is_handle(value: str) -> bool:
+    return re.fullmatch(HANDLE_PATTERN, value) is not None
+
+
+def _is_agent_id(value: str) -> bool:
+    return ids.is_id(ids.AGENT, value)
 
 
 def _page(conn: Connection, rows: list[RowMapping], limit: int, key: str) -> tuple[list[Profile], str | None]:
@@ -79,7 +94,7 @@ class AgentService:
         return profile
 
     async def search(self, params: SearchAgentsParams) -> Page[Profile]:
-        after = _decode_cursor(params.cursor)
+        after = _decode_cursor(params.cursor, _is_handle)
 
         def query(conn: Connection) -> tuple[list[Profile], str | None]:
             rows = agent_queries.search_public(
@@ -91,13 +106,10 @@ class AgentService:
         return Page[Profile](items=items, next_cursor=next_cursor)
 
     async def update_profile(self, agent_id: str, params: UpdateProfileParams) -> Profile:
-        changes: dict[str, Any] = {
-            field: getattr(params, field)
-            for field in params.model_fields_set - {"tags"}
-            if field != "handle" or params.handle is not None
-        }
-        if "visibility" in changes and changes["visibility"] is None:
-            raise InvalidRequest("visibility cannot be null", {"field": "visibility"})
+        changes: dict[str, Any] = {field: getattr(params, field) for field in params.model_fields_set - {"tags"}}
+        for required in ("handle", "visibility"):
+            if required in changes and changes[required] is None:
+                raise InvalidRequest(f"{required} cannot be null", {"field": required})
         if "metadata" in changes and changes["metadata"] is None:
             changes["metadata"] = {}
         changes["updated_at"] = self._clock.now()
@@ -118,7 +130,7 @@ class AgentService:
         return profile
 
     async def admin_list(self, params: ListAgentsParams) -> Page[AdminAgentView]:
-        after = _decode_cursor(params.cursor)
+        after = _decode_cursor(params.cursor, _is_agent_id)
 
         def query(conn: Connection) -> Page[AdminAgentView]:
             rows = agent_queries.list_all(conn, suspended=params.suspended, after_id=after, limit=params.limit + 1)
@@ -131,23 +143,27 @@ class AgentService:
     async def set_suspended(self, actor_id: str, ref: str, suspended: bool, reason: str | None) -> AdminAgentView:
         now = self._clock.now()
 
-        def write(conn: Connection) -> AdminAgentView:
+        def write(conn: Connection) -> tuple[AdminAgentView, list[str]]:
             row = find_agent(conn, ref)
             if row is None:
                 raise NotFound(f"no agent {ref!r}")
             if row["id"] == actor_id:
                 raise InvalidRequest("an admin cannot suspend or unsuspend itself", {"field": "agent"})
+            ended: list[str] = []
             if suspended:
-                # A new epoch voids every token minted before the suspension, at once.
+                # A new epoch voids every access token minted before the suspension, at once; ending
+                # every session voids the refresh tokens too, so none works again after unsuspending.
                 agent_queries.bump_credential_epoch(conn, row["id"], {"suspended_at": now, "suspended_reason": reason})
+                ended = credential_queries.revoke_families(conn, now, agent_id=row["id"])
             else:
                 agent_queries.update_agent(conn, row["id"], {"suspended_at": None, "suspended_reason": None})
             fresh = agent_queries.get_agent(conn, row["id"])
             assert fresh is not None
-            return _admin_view(fresh, profile_of(fresh, agent_queries.tags_of(conn, [row["id"]])[row["id"]]))
+            return _admin_view(fresh, profile_of(fresh, agent_queries.tags_of(conn, [row["id"]])[row["id"]])), ended
 
-        view = await self._store.write(write)
+        view, ended = await self._store.write(write)
         self._state.forget(view.profile.agent_id)
+        self._state.end_sessions(ended)
         return view
 
 

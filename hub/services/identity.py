@@ -107,6 +107,7 @@ class IdentityService:
         self._signer = TokenSigner(keys, settings.access_token_ttl)
         self._hasher = RecoveryKeyHasher(settings.argon2_memory_kib, settings.argon2_time_cost)
         self._argon2_threads = anyio.CapacityLimiter(ARGON2_THREADS)
+        self._dummy_hash: str | None = None
 
     # -- authentication -------------------------------------------------------------------------
 
@@ -253,10 +254,12 @@ class IdentityService:
 
     async def recover(self, address: str, agent_ref: str, recovery_key: str) -> RecoverResult:
         # Limited per target agent as well as per address, so a distributed guesser gains nothing.
-        self._limiter.take(RateClass.RECOVERY, f"agent:{agent_ref.strip().lower()}")
         row = await self._store.read(lambda conn: find_agent(conn, agent_ref))
+        # Keyed by the resolved agent id, so naming it by handle or by id shares one bucket.
+        self._limiter.take(RateClass.RECOVERY, f"agent:{row['id'] if row else agent_ref.strip().lower()}")
         stored_hash = row["recovery_key_hash"] if row else None
-        valid = stored_hash is not None and await self._argon2(self._hasher.verify, stored_hash, recovery_key)
+        # An unknown agent costs the same argon2 check as a known one, so timing tells nothing.
+        valid = await self._argon2(self._hasher.verify, stored_hash or await self._unknown_agent_hash(), recovery_key)
         if not valid or row is None:
             raise Unauthorized("the agent or recovery key is not valid")
         agent_id = row["id"]
@@ -282,6 +285,11 @@ class IdentityService:
         self._state.forget(agent_id)
         self._state.end_sessions(ended)
         return RecoverResult(agent_id=agent_id, recovery_key=new_key, api_key=key, tokens=grant)
+
+    async def _unknown_agent_hash(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await self._argon2(self._hasher.hash, new_recovery_key())
+        return self._dummy_hash
 
     async def _argon2(self, fn: Callable[..., T], *args: str) -> T:
         """argon2 is deliberately slow: run it in a thread, at most ARGON2_THREADS at once."""

@@ -1,0 +1,97 @@
+"""Live events over Server-Sent Events at /api/events/stream, for integrators and browsers.
+
+Resumable: the stream starts after the `Last-Event-ID` header (what EventSource sends when it
+reconnects) or the `after` query parameter; left out, it starts live now. Each event's SSE `id` is
+its cursor, so a client that drops and reconnects gets every event once. A comment line goes out
+every `sse_heartbeat_seconds` to keep proxies from closing an idle stream. A client that falls
+further behind than the hub buffers gets a `lagged` event naming the cursor to resume after, and
+the stream ends.
+
+The stream's errors before it starts (bad credential, bad cursor) are ordinary HTTP errors in the
+hub's envelope; once the 200 is sent, the stream can only end.
+"""
+
+import json
+from typing import Any, Final
+
+import anyio
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from hub.bus import SubscriberLagged
+from hub.core import Hub
+from protocol.errors import HubError, InvalidRequest
+
+from .credentials import address_of, principal_from
+from .rest import error_response
+
+RETRY_MILLISECONDS: Final = 2000
+
+
+def _frame(fields: dict[str, Any]) -> bytes:
+    return "".join(f"{name}: {value}\n" for name, value in fields.items()).encode() + b"\n"
+
+
+class EventStreamResponse:
+    def __init__(self, hub: Hub, request: Request) -> None:
+        self._hub = hub
+        self._request = request
+
+    def _params(self) -> dict[str, Any]:
+        resume = self._request.headers.get("last-event-id") or self._request.query_params.get("after")
+        if resume is None:
+            return {}
+        if not resume.isdigit():
+            raise InvalidRequest("Last-Event-ID / after must be an event cursor", {"field": "after"})
+        return {"after": int(resume)}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            caller = await principal_from(self._hub, self._request.headers, address_of(self._request.client))
+            stream = self._hub.events_stream(caller, self._params())
+            events = await stream.__aenter__()
+        except HubError as error:
+            await error_response(error)(scope, receive, send)
+            return
+        try:
+            await send({
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"),
+                            (b"x-accel-buffering", b"no")],
+            })
+            await send({"type": "http.response.body", "body": _frame({"retry": RETRY_MILLISECONDS}), "more_body": True})
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._until_disconnect, receive, tg)
+                tg.start_soon(self._heartbeats, send)
+                try:
+                    async for event in events:
+                        body = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
+                        await send({"type": "http.response.body", "more_body": True,
+                                    "body": _frame({"id": event.cursor, "event": event.type, "data": body})})
+                except SubscriberLagged as lag:
+                    data = json.dumps({"resume_after": lag.last_cursor})
+                    await send({"type": "http.response.body", "more_body": True,
+                                "body": _frame({"event": "lagged", "data": data})})
+                tg.cancel_scope.cancel()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the client went away mid-write
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.__aexit__(None, None, None)
+
+    async def _heartbeats(self, send: Send) -> None:
+        while True:
+            await anyio.sleep(self._hub.settings.sse_heartbeat_seconds)
+            await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
+
+    @staticmethod
+    async def _until_disconnect(receive: Receive, tg: anyio.abc.TaskGroup) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        tg.cancel_scope.cancel()
+
+
+async def event_stream(request: Request) -> EventStreamResponse:
+    return EventStreamResponse(request.state.hub, request)

@@ -1,0 +1,131 @@
+"""An agent's events: a page after a cursor (optionally waiting for one), or a live stream.
+
+The live stream is the replay-to-live handoff of DESIGN §9, done in this order so nothing falls in
+between: subscribe to the bus first (events committed from then on are buffered), replay from the
+store everything after the client's cursor, then hand out the buffered and live events, skipping
+any the replay already returned (cursors only grow, so "skip up to the last cursor handed out" is
+exact). Each event is handed out once, in cursor order, with no gap.
+"""
+
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+import anyio
+from sqlalchemy import Connection
+
+from protocol.errors import InvalidRequest
+from protocol.events import Event, EventPage, ListEventsParams
+from storage.queries import events as event_queries
+from storage.store import Store
+
+from ..bus import EventBus, SubscriberLagged, Subscription
+from .timeline import event_of
+
+REPLAY_PAGE: Final = 200
+
+
+def _read_page(conn: Connection, agent_id: str, after: int, limit: int) -> list[Event]:
+    return [event_of(row) for row in event_queries.list_for_agent(conn, agent_id, after=after, limit=limit)]
+
+
+def _check_cursor(conn: Connection, after: int) -> None:
+    head = event_queries.head(conn)
+    if after > head:
+        # A cursor from the future: another hub's, or this one's before its store was reset.
+        raise InvalidRequest(f"cursor {after} is beyond the newest event ({head})", {"field": "after", "head": head})
+
+
+class EventStream:
+    """One agent's events after a cursor: replayed from the store, then live from the bus.
+
+    Iterating raises `SubscriberLagged` (with the last cursor handed out) when the subscriber fell
+    further behind than the bus buffers; it should resume from that cursor.
+    """
+
+    def __init__(self, store: Store, subscription: Subscription, agent_id: str, after: int) -> None:
+        self.start = after
+        self.position = after
+        """The cursor of the last event handed out."""
+        self._store = store
+        self._subscription = subscription
+        self._agent_id = agent_id
+        self._replaying = True
+        self._page: deque[Event] = deque()
+
+    def __aiter__(self) -> "EventStream":
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self._replaying:
+                if not self._page:
+                    page = await self._store.read(self._replay_page)
+                    if not page:
+                        self._replaying = False  # caught up with the store; the buffer holds the rest
+                        continue
+                    self._page.extend(page)
+                event = self._page.popleft()
+            else:
+                try:
+                    event = await self._subscription.receive()
+                except SubscriberLagged:
+                    raise SubscriberLagged(self.position) from None
+                if event.cursor <= self.position:
+                    continue  # the replay returned it already
+            self.position = event.cursor
+            return event
+
+    def _replay_page(self, conn: Connection) -> list[Event]:
+        return _read_page(conn, self._agent_id, self.position, REPLAY_PAGE)
+
+
+class EventService:
+    def __init__(self, store: Store, bus: EventBus) -> None:
+        self._store = store
+        self._bus = bus
+
+    async def list_events(self, caller_id: str, params: ListEventsParams) -> EventPage:
+        """The caller's events after `params.after`; with `timeout`, block until one comes (or the time is up)."""
+
+        def read(conn: Connection) -> list[Event]:
+            _check_cursor(conn, params.after)
+            return _read_page(conn, caller_id, params.after, params.limit + 1)
+
+        if params.timeout <= 0:
+            return self._page(await self._store.read(read), params)
+        # Subscribed before the first read, so an event committed in between still wakes us.
+        with self._bus.subscribe(caller_id) as subscription:
+            events = await self._store.read(read)
+            if not events:
+                with anyio.move_on_after(params.timeout):
+                    try:
+                        await subscription.receive()
+                    except SubscriberLagged:
+                        pass  # plenty arrived; the read below gets them
+                events = await self._store.read(read)
+        return self._page(events, params)
+
+    @staticmethod
+    def _page(events: list[Event], params: ListEventsParams) -> EventPage:
+        more = len(events) > params.limit
+        events = events[: params.limit]
+        return EventPage(items=events, next_cursor=events[-1].cursor if events else params.after, has_more=more)
+
+    @asynccontextmanager
+    async def stream(self, caller_id: str, after: int | None) -> AsyncIterator[EventStream]:
+        """A live stream of the caller's events after `after` (None: from now on).
+
+        Raises:
+            InvalidRequest: `after` is beyond the newest event.
+        """
+        with self._bus.subscribe(caller_id) as subscription:
+
+            def start(conn: Connection) -> int:
+                if after is None:
+                    return event_queries.head(conn)
+                _check_cursor(conn, after)
+                return after
+
+            yield EventStream(self._store, subscription, caller_id, await self._store.read(start))

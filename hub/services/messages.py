@@ -1,0 +1,247 @@
+"""Messages: send (idempotent per sender and `client_msg_id`), list, get, edit, delete, read markers.
+
+- Send: members only; into a direct conversation only if the other agent does not block the sender.
+  The same sender and `client_msg_id` in the same conversation returns the first message, whatever
+  the new body says.
+- Edit: the sender only; keeps `edited_at` and a revision count.
+- Delete: the sender, or a group's owner or admin. Irreversible: the body and metadata are erased
+  from the message row and from every event that carried them (and, on SQLite, from the WAL); the
+  row stays as a tombstone so the timeline keeps its `seq`.
+"""
+
+from sqlalchemy import Connection, RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from protocol import ids
+from protocol.conversations import ConversationKind
+from protocol.errors import Blocked, Conflict, Forbidden, InvalidRequest, NotFound, PayloadTooLarge
+from protocol.events import EventType
+from protocol.members import ReadMarker, Role
+from protocol.messages import (
+    ContentType,
+    DeleteMessageParams,
+    EditMessageParams,
+    ListMessagesParams,
+    MarkReadParams,
+    Message,
+    MessageKind,
+    MessagePage,
+    ReadState,
+    SendMessageParams,
+    check_body,
+)
+from storage.queries import blocks as block_queries
+from storage.queries import conversations as conversation_queries
+from storage.queries import events as event_queries
+from storage.queries import messages as message_queries
+from storage.store import Store
+
+from ..bus import EventBus
+from ..clock import Clock
+from ..config import Settings
+from .conversations import open_direct_txn, resolve_agent
+from .timeline import (
+    Delivery,
+    append,
+    can_see,
+    emit,
+    erase_from_events,
+    recipients,
+    require_member,
+    write_and_publish,
+)
+from .views import message_of, unread_after
+
+
+def _message_not_found(message_id: str) -> NotFound:
+    return NotFound(f"no message {message_id!r}", {"message_id": message_id})
+
+
+def visible_message(conn: Connection, message_id: str, agent_id: str) -> tuple[RowMapping, RowMapping, RowMapping]:
+    """A message the agent may see, with its conversation and the agent's membership.
+
+    Raises:
+        NotFound: no such message, or the agent may not see it (the same error either way).
+    """
+    message = message_queries.get_message(conn, message_id)
+    if message is None:
+        raise _message_not_found(message_id)
+    member = conversation_queries.get_member(conn, message["conversation_id"], agent_id)
+    if member is None or member["left_at"] is not None:
+        raise _message_not_found(message_id)
+    sender_id = message["sender_id"]
+    blocked_sender = sender_id is not None and block_queries.blocks_agent(conn, agent_id, sender_id)
+    if not can_see(member, message, blocked_sender):
+        raise _message_not_found(message_id)
+    conversation = conversation_queries.get_conversation(conn, message["conversation_id"])
+    assert conversation is not None
+    return conversation, member, message
+
+
+def _check_not_blocked_by_peer(conn: Connection, conversation: RowMapping, sender_id: str) -> None:
+    """Raises Blocked when `conversation` is direct and the other agent blocks the sender."""
+    if conversation["kind"] != ConversationKind.DIRECT:
+        return
+    peer_id = conversation_queries.peer_of(conn, conversation["id"], sender_id)
+    if peer_id is not None and block_queries.blocks_agent(conn, peer_id, sender_id):
+        raise Blocked("the other agent does not accept messages from you")
+
+
+class MessageService:
+    def __init__(self, store: Store, clock: Clock, settings: Settings, bus: EventBus) -> None:
+        self._store = store
+        self._clock = clock
+        self._settings = settings
+        self._bus = bus
+
+    def _check_size(self, body: str) -> None:
+        limit = self._settings.max_message_bytes
+        if len(body.encode()) > limit:
+            raise PayloadTooLarge(f"a message body is limited to {limit} bytes", {"field": "body", "max_bytes": limit})
+
+    async def send(self, caller_id: str, params: SendMessageParams) -> Message:
+        self._check_size(params.body)
+        now = self._clock.now()
+        message_id = ids.new_id(ids.MESSAGE)
+
+        def write(conn: Connection) -> tuple[Message, list[Delivery]]:
+            event_queries.serialize_appends(conn)
+            deliveries: list[Delivery] = []
+            if params.to is not None:
+                conversation, deliveries = open_direct_txn(conn, caller_id, resolve_agent(conn, params.to), now)
+                conversation_id = conversation["id"]
+            else:
+                assert params.conversation_id is not None
+                conversation_id = params.conversation_id
+            conversation, member = require_member(conn, conversation_id, caller_id)
+            if params.client_msg_id is not None:
+                first = message_queries.find_by_client_msg_id(conn, conversation_id, caller_id, params.client_msg_id)
+                if first is not None:
+                    return message_of(first), deliveries
+            _check_not_blocked_by_peer(conn, conversation, caller_id)
+            if params.reply_to is not None:
+                self._check_reply_to(conn, params.reply_to, conversation_id, member)
+            message = append(
+                conn, conversation_id, sender_id=caller_id, now=now, content_type=params.content_type,
+                body=params.body, metadata=params.metadata, reply_to=params.reply_to,
+                client_msg_id=params.client_msg_id, message_id=message_id,
+            )
+            to = recipients(conn, conversation_id, seq=message.seq, sender_id=caller_id)
+            deliveries.append(
+                emit(conn, EventType.MESSAGE_CREATED, conversation_id, actor_id=caller_id, now=now, to=to,
+                     message=message)
+            )
+            return message, deliveries
+
+        try:
+            return await write_and_publish(self._store, self._bus, write)
+        except IntegrityError:
+            # A concurrent send with the same client_msg_id (or a new direct conversation) won the
+            # race on another node; running again finds what it wrote.
+            return await write_and_publish(self._store, self._bus, write)
+
+    @staticmethod
+    def _check_reply_to(conn: Connection, reply_to: str, conversation_id: str, member: RowMapping) -> None:
+        target = message_queries.get_message(conn, reply_to)
+        if target is None or target["conversation_id"] != conversation_id or target["seq"] < member["joined_seq"]:
+            raise InvalidRequest("reply_to must name a message of this conversation you can see",
+                                 {"field": "reply_to"})
+
+    async def list_messages(self, caller_id: str, params: ListMessagesParams) -> MessagePage:
+        def read(conn: Connection) -> MessagePage:
+            _, member = require_member(conn, params.conversation_id, caller_id)
+            rows = message_queries.list_messages(
+                conn, params.conversation_id, from_seq=member["joined_seq"], after=params.after,
+                before=params.before, limit=params.limit + 1, hide_blocked_for=caller_id,
+            )
+            more = len(rows) > params.limit
+            if more:  # the extra row lies beyond the page, at the end it extends from
+                rows = rows[: params.limit] if params.after is not None else rows[1:]
+            return MessagePage(items=[message_of(row) for row in rows], has_more=more)
+
+        return await self._store.read(read)
+
+    async def get(self, caller_id: str, message_id: str) -> Message:
+        return await self._store.read(lambda conn: message_of(visible_message(conn, message_id, caller_id)[2]))
+
+    async def edit(self, caller_id: str, params: EditMessageParams) -> Message:
+        self._check_size(params.body)
+        now = self._clock.now()
+
+        def write(conn: Connection) -> tuple[Message, list[Delivery]]:
+            event_queries.serialize_appends(conn)
+            conversation, _, row = visible_message(conn, params.message_id, caller_id)
+            if row["kind"] != MessageKind.MESSAGE or row["sender_id"] != caller_id:
+                raise Forbidden("only its sender may edit a message")
+            if row["deleted_at"] is not None:
+                raise Conflict("the message was deleted", {"message_id": params.message_id})
+            _check_not_blocked_by_peer(conn, conversation, caller_id)
+            content_type = params.content_type or ContentType(row["content_type"])
+            try:
+                check_body(params.body, content_type)
+            except ValueError as error:
+                raise InvalidRequest(str(error), {"field": "body"}) from None
+            changes = {"body": params.body, "content_type": content_type.value, "edited_at": now,
+                       "revision": row["revision"] + 1}
+            if params.metadata is not None:
+                changes["metadata"] = params.metadata
+            message_queries.update_message(conn, params.message_id, changes)
+            message = message_of({**row, **changes})  # type: ignore[arg-type]
+            to = recipients(conn, conversation["id"], seq=message.seq, sender_id=caller_id)
+            return message, [emit(conn, EventType.MESSAGE_EDITED, conversation["id"], actor_id=caller_id, now=now,
+                                  to=to, message=message)]
+
+        return await write_and_publish(self._store, self._bus, write)
+
+    async def delete(self, caller_id: str, params: DeleteMessageParams) -> Message:
+        now = self._clock.now()
+
+        def write(conn: Connection) -> tuple[tuple[Message, bool], list[Delivery]]:
+            event_queries.serialize_appends(conn)
+            conversation, member, row = visible_message(conn, params.message_id, caller_id)
+            if row["kind"] != MessageKind.MESSAGE:
+                raise Forbidden("system messages cannot be deleted")
+            moderator = conversation["kind"] == ConversationKind.GROUP and member["role"] in (Role.OWNER, Role.ADMIN)
+            if row["sender_id"] != caller_id and not moderator:
+                raise Forbidden("only its sender or a group's owner or admin may delete a message")
+            if row["deleted_at"] is not None:
+                return (message_of(row), False), []
+            changes = {"body": None, "metadata": None, "deleted_at": now}
+            message_queries.update_message(conn, params.message_id, changes)
+            tombstone = message_of({**row, **changes})  # type: ignore[arg-type]
+            erase_from_events(conn, tombstone)
+            to = recipients(conn, conversation["id"], seq=tombstone.seq, sender_id=row["sender_id"])
+            return (tombstone, True), [emit(conn, EventType.MESSAGE_DELETED, conversation["id"], actor_id=caller_id,
+                                            now=now, to=to, message=tombstone)]
+
+        tombstone, erased = await write_and_publish(self._store, self._bus, write)
+        if erased:
+            # Done before answering, so a caller that got the answer knows the bytes are gone.
+            await self._store.checkpoint()
+        return tombstone
+
+    async def mark_read(self, caller_id: str, params: MarkReadParams) -> ReadState:
+        now = self._clock.now()
+        conversation_id = params.conversation_id
+
+        def write(conn: Connection) -> tuple[ReadState, list[Delivery]]:
+            event_queries.serialize_appends(conn)
+            conversation, _ = require_member(conn, conversation_id, caller_id)
+            if params.seq > conversation["last_seq"]:
+                raise InvalidRequest(f"seq {params.seq} is beyond the newest message ({conversation['last_seq']})",
+                                     {"field": "seq", "last_seq": conversation["last_seq"]})
+            deliveries: list[Delivery] = []
+            if conversation_queries.advance_read_marker(conn, conversation_id, caller_id, params.seq):
+                deliveries.append(
+                    emit(conn, EventType.READ_UPDATED, conversation_id, actor_id=caller_id, now=now,
+                         to=recipients(conn, conversation_id),
+                         read=ReadMarker(agent_id=caller_id, last_read_seq=params.seq))
+                )
+            _, member = require_member(conn, conversation_id, caller_id)
+            unread = 0 if block_queries.find_conversation_block(conn, caller_id, conversation_id) else (
+                message_queries.count_unread(conn, conversation_id, reader_id=caller_id, after_seq=unread_after(member))
+            )
+            return ReadState(conversation_id=conversation_id, last_read_seq=member["last_read_seq"],
+                             unread_count=unread), deliveries
+
+        return await write_and_publish(self._store, self._bus, write)

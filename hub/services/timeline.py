@@ -1,0 +1,148 @@
+"""What every change to a conversation does inside its write transaction.
+
+A change appends to the conversation's timeline (a message or a system message, with the next
+`seq`), records one event with its recipients (the fan-out on write), and returns the event so the
+service can publish it once the transaction commits. The rules of who may see what live here, in
+one place:
+
+- Only current members see a conversation; to anyone else it does not exist (`not_found`).
+- A member sees the timeline from the system message that announced its joining onwards.
+- An event about a message goes to the current members who could see that message, except those
+  who block the conversation (nothing is pushed to them) and, for an agent's message, those who
+  block its sender.
+"""
+
+from collections.abc import Callable, Collection
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, RowMapping
+
+from protocol import ids
+from protocol.conversations import ConversationInfo
+from protocol.errors import NotFound
+from protocol.events import Event, EventType
+from protocol.members import ReadMarker
+from protocol.messages import ContentType, Message, MessageKind, SystemNotice
+from storage.queries import blocks as block_queries
+from storage.queries import conversations as conversation_queries
+from storage.queries import events as event_queries
+from storage.queries import messages as message_queries
+from storage.store import Store
+
+from ..bus import EventBus
+from .views import message_of
+
+T = TypeVar("T")
+
+Delivery = tuple[Event, tuple[str, ...]]
+"""A committed event and the agents it was delivered to: what the bus publishes."""
+
+
+def conversation_not_found(conversation_id: str) -> NotFound:
+    return NotFound(f"no conversation {conversation_id!r}", {"conversation_id": conversation_id})
+
+
+def require_member(conn: Connection, conversation_id: str, agent_id: str) -> tuple[RowMapping, RowMapping]:
+    """The conversation and `agent_id`'s current membership of it.
+
+    Raises:
+        NotFound: no such conversation, or the agent is not (or no longer) a member: the same error,
+            so a non-member learns nothing about it.
+    """
+    member = conversation_queries.get_member(conn, conversation_id, agent_id)
+    if member is None or member["left_at"] is not None:
+        raise conversation_not_found(conversation_id)
+    conversation = conversation_queries.get_conversation(conn, conversation_id)
+    assert conversation is not None
+    return conversation, member
+
+
+def can_see(member: RowMapping, message: RowMapping, blocked_sender: bool) -> bool:
+    """Whether a current member sees `message`: sent since it joined, and not from an agent it blocks."""
+    if message["seq"] < member["joined_seq"]:
+        return False
+    return not (message["kind"] == MessageKind.MESSAGE and blocked_sender)
+
+
+def append(
+    conn: Connection, conversation_id: str, *, sender_id: str, now: datetime, kind: MessageKind = MessageKind.MESSAGE,
+    content_type: ContentType = ContentType.TEXT, body: str | None = None, metadata: dict[str, Any] | None = None,
+    system: SystemNotice | None = None, reply_to: str | None = None, client_msg_id: str | None = None,
+    message_id: str | None = None,
+) -> Message:
+    """Add a message to the timeline with the conversation's next seq."""
+    seq = conversation_queries.next_seq(conn, conversation_id)
+    row = {
+        "id": message_id or ids.new_id(ids.MESSAGE),
+        "conversation_id": conversation_id,
+        "seq": seq,
+        "kind": kind.value,
+        "sender_id": sender_id,
+        "content_type": content_type.value,
+        "body": body,
+        "metadata": metadata if kind is MessageKind.MESSAGE else None,
+        "system": system.model_dump(mode="json") if system is not None else None,
+        "reply_to": reply_to,
+        "client_msg_id": client_msg_id,
+        "created_at": now,
+        "edited_at": None,
+        "revision": 0,
+        "deleted_at": None,
+    }
+    message_queries.insert_message(conn, row)
+    # Writing into a conversation means having read it up to there.
+    conversation_queries.advance_read_marker(conn, conversation_id, sender_id, seq)
+    return message_of(row)  # type: ignore[arg-type]
+
+
+def recipients(
+    conn: Connection, conversation_id: str, *, seq: int | None = None, sender_id: str | None = None
+) -> list[str]:
+    """Who an event in the conversation is delivered to (see the module docstring)."""
+    members = conversation_queries.active_member_ids(conn, conversation_id, seen_seq=seq)
+    excluded = block_queries.blocking(conn, members, conversation_id=conversation_id, agent_id=sender_id)
+    return [agent_id for agent_id in members if agent_id not in excluded]
+
+
+def emit(
+    conn: Connection, type: EventType, conversation_id: str, *, actor_id: str, now: datetime,
+    to: Collection[str], message: Message | None = None, conversation: ConversationInfo | None = None,
+    read: ReadMarker | None = None,
+) -> Delivery:
+    """Record one event, delivered to `to`; a timeline message also makes it the conversation's latest activity."""
+    event = Event(
+        cursor=0, type=type, conversation_id=conversation_id, actor_id=actor_id, at=now, message=message,
+        conversation=conversation, read=read,
+    )
+    cursor = event_queries.insert_event(
+        conn, type=type.value, conversation_id=conversation_id,
+        message_id=message.message_id if message is not None else None,
+        payload=event.model_dump(mode="json", exclude={"cursor"}), created_at=now,
+    )
+    event_queries.insert_deliveries(conn, cursor, to)
+    if type is not EventType.MESSAGE_EDITED and type is not EventType.MESSAGE_DELETED and message is not None:
+        conversation_queries.set_activity(conn, conversation_id, cursor, now)
+    return event.model_copy(update={"cursor": cursor}), tuple(to)
+
+
+def event_of(row: RowMapping) -> Event:
+    return Event.model_validate({**row["payload"], "cursor": row["id"]})
+
+
+def erase_from_events(conn: Connection, tombstone: Message) -> None:
+    """Replace the message in every event that carried it with its tombstone: the body goes everywhere."""
+    replacement = tombstone.model_dump(mode="json")
+    for row in event_queries.events_of_message(conn, tombstone.message_id):
+        event_queries.replace_payload(conn, row["id"], {**row["payload"], "message": replacement})
+
+
+async def write_and_publish(store: Store, bus: EventBus, fn: Callable[[Connection], tuple[T, list[Delivery]]]) -> T:
+    """Run `fn` as a write; once it commits, publish the events it recorded, in cursor order.
+
+    The store calls the hook on its writer task right after the commit, in commit order, so live
+    subscribers never see cursor 11 before 10.
+    """
+    result, _ = await store.write(fn, on_commit=lambda outcome: bus.publish(outcome[1]))
+    return result
+

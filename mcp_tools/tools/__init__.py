@@ -1,0 +1,1 @@
+"""The curated tools, one module per concern; `profiles` decides which are listed."""

@@ -1,0 +1,72 @@
+"""Events and their deliveries: the hub-wide, cursor-ordered change feed, fanned out on write."""
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import Connection, RowMapping, func, select, update
+
+from storage.schema import deliveries, events
+
+EVENT_APPEND_LOCK: Final = 0x70617231  # "par1": the advisory lock that orders event appends
+"""A transaction-scoped PostgreSQL advisory lock key; any constant no other code uses."""
+
+
+def serialize_appends(conn: Connection) -> None:
+    """Take the event-append lock for the rest of the transaction (PostgreSQL; SQLite needs none).
+
+    Cursors are ids from a sequence, and on PostgreSQL two transactions can take ids 10 and 11 and
+    commit 11 first: a reader that saw 11 and moved its cursor past it would never see 10 (DESIGN
+    §9). Holding this lock from the first append to the commit makes commit order equal cursor
+    order across connections and nodes. SQLite's single writer orders them already. Take it before
+    any row lock, so transactions always lock in the same order and cannot deadlock.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(EVENT_APPEND_LOCK)))
+
+
+def insert_event(
+    conn: Connection, *, type: str, conversation_id: str, message_id: str | None, payload: dict[str, Any],
+    created_at: datetime,
+) -> int:
+    """Append one event; return its cursor."""
+    result = conn.execute(
+        events.insert().values(
+            type=type, conversation_id=conversation_id, message_id=message_id, payload=payload, created_at=created_at
+        )
+    )
+    assert result.inserted_primary_key is not None
+    return int(result.inserted_primary_key[0])
+
+
+def insert_deliveries(conn: Connection, event_id: int, agent_ids: Collection[str]) -> None:
+    if agent_ids:
+        conn.execute(deliveries.insert(), [{"agent_id": agent_id, "event_id": event_id} for agent_id in agent_ids])
+
+
+def list_for_agent(conn: Connection, agent_id: str, *, after: int, limit: int) -> list[RowMapping]:
+    """The events delivered to `agent_id` with a cursor above `after`, oldest first."""
+    return list(
+        conn.execute(
+            select(events.c.id, events.c.payload)
+            .join(deliveries, deliveries.c.event_id == events.c.id)
+            .where(deliveries.c.agent_id == agent_id, deliveries.c.event_id > after)
+            .order_by(deliveries.c.event_id)
+            .limit(limit)
+        ).mappings()
+    )
+
+
+def head(conn: Connection) -> int:
+    """The newest cursor in the hub, 0 before the first event."""
+    return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
+
+
+def events_of_message(conn: Connection, message_id: str) -> list[RowMapping]:
+    return list(
+        conn.execute(select(events.c.id, events.c.payload).where(events.c.message_id == message_id)).mappings()
+    )
+
+
+def replace_payload(conn: Connection, event_id: int, payload: dict[str, Any]) -> None:
+    conn.execute(update(events).where(events.c.id == event_id).values(payload=payload))

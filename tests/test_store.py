@@ -1,0 +1,301 @@
+"""storage.store.Store, in-process, on a real SQLite file and a real PostgreSQL database.
+
+The writer group-commits: it acknowledges a write only once its transaction has committed, runs many
+writes per transaction, rolls a failing write back alone, keeps a write going when its caller is
+cancelled, and refuses writes once closed.
+"""
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, func, select
+from sqlalchemy.exc import IntegrityError
+
+from storage.store import Store, StoreClosed, create_store_engine
+
+from .servers import create_postgres_database, drop_postgres_database
+
+metadata = MetaData()
+items = Table(
+    "items",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("value", String(64), nullable=False),
+)
+
+
+@pytest.fixture
+def database_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
+    if store_kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    url = create_postgres_database()
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_store_engine(database_url)
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def observer(database_url: str) -> Iterator[Engine]:
+    """A second engine with its own connections: it sees only what has been committed."""
+    engine = create_store_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@asynccontextmanager
+async def running(store: Store) -> AsyncIterator[Store]:
+    async with anyio.create_task_group() as tg:
+        await tg.start(store.run)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def insert(item_id: int, value: str = "v") -> Any:
+    def fn(conn: Connection) -> int:
+        conn.execute(items.insert().values(id=item_id, value=value))
+        return item_id
+
+    return fn
+
+
+def committed_ids(observer: Engine) -> set[int]:
+    with observer.connect() as conn:
+        return set(conn.execute(select(items.c.id)).scalars())
+
+
+def is_committed(observer: Engine, item_id: int) -> bool:
+    with observer.connect() as conn:
+        return conn.execute(select(func.count()).where(items.c.id == item_id)).scalar_one() == 1
+
+
+async def test_concurrent_writes_are_acknowledged_only_after_commit_and_committed_in_groups(
+    anyio_backend: str, engine: Engine, observer: Engine
+) -> None:
+    store = Store(engine)
+    seen_uncommitted: list[bool] = []
+
+    def watched(conn: Connection) -> int:
+        conn.execute(items.insert().values(id=0, value="watched"))
+        seen_uncommitted.append(is_committed(observer, 0))  # from inside the open transaction
+        return 0
+
+    count = 300
+    visible_at_ack: dict[int, bool] = {}
+
+    async def write(item_id: int) -> None:
+        result = await store.write(watched if item_id == 0 else insert(item_id))
+        assert result == item_id
+        visible_at_ack[item_id] = await anyio.to_thread.run_sync(is_committed, observer, item_id)
+
+    with anyio.fail_after(60):
+        async with running(store):
+            async with anyio.create_task_group() as tg:
+                for item_id in range(count):
+                    tg.start_soon(write, item_id)
+    assert seen_uncommitted == [False]
+    assert visible_at_ack == {item_id: True for item_id in range(count)}
+    assert committed_ids(observer) == set(range(count))
+    assert store.writes == count
+    assert store.commits < store.writes
+
+
+async def test_writes_queued_together_commit_in_one_transaction(anyio_backend: str, engine: Engine,
+                                                                observer: Engine) -> None:
+    store = Store(engine)
+    results: list[int] = []
+
+    async def write(item_id: int) -> None:
+        results.append(await store.write(insert(item_id)))
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for item_id in range(50):
+                tg.start_soon(write, item_id)
+            await anyio.wait_all_tasks_blocked()  # all 50 are queued before the writer starts
+            async with running(store):
+                pass
+    assert sorted(results) == list(range(50))
+    assert (store.commits, store.writes) == (1, 50)
+    assert committed_ids(observer) == set(range(50))
+
+
+async def test_a_write_that_raises_is_rolled_back_alone_while_its_batch_commits(
+    anyio_backend: str, engine: Engine, observer: Engine
+) -> None:
+    store = Store(engine)
+
+    class Refused(Exception):
+        pass
+
+    def half_then_raise(conn: Connection) -> int:
+        conn.execute(items.insert().values(id=1000, value="half"))  # written, then rolled back
+        raise Refused()
+
+    writes = {item_id: insert(item_id) for item_id in range(10)}
+    writes[100] = half_then_raise
+    writes[101] = insert(3)  # the same key as another write in the batch: the database refuses it
+    outcomes: dict[int, Any] = {}
+
+    async def write(key: int) -> None:
+        try:
+            outcomes[key] = await store.write(writes[key])
+        except Exception as exc:
+            outcomes[key] = exc
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for key in writes:
+                tg.start_soon(write, key)
+                await anyio.wait_all_tasks_blocked()  # queued in this order: 101 after 3
+            async with running(store):
+                pass
+    assert (store.commits, store.writes) == (1, len(writes))  # one batch, one transaction
+    assert isinstance(outcomes.pop(100), Refused)
+    assert isinstance(outcomes.pop(101), IntegrityError)
+    assert outcomes == {item_id: item_id for item_id in range(10)}
+    assert committed_ids(observer) == set(range(10))
+    with observer.connect() as conn:
+        assert conn.execute(select(items.c.value).where(items.c.id == 3)).scalar_one() == "v"
+
+
+async def test_a_cancelled_caller_does_not_cancel_its_write_while_it_runs(anyio_backend: str, engine: Engine,
+                                                                           observer: Engine) -> None:
+    store = Store(engine)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(conn: Connection) -> int:
+        conn.execute(items.insert().values(id=1, value="slow"))
+        entered.set()
+        release.wait(30)
+        return 1
+
+    cancelled = anyio.Event()
+
+    async def caller(scope: anyio.CancelScope) -> None:
+        with scope:
+            await store.write(slow)
+        assert scope.cancelled_caught
+        cancelled.set()
+
+    with anyio.fail_after(60):
+        async with running(store):
+            async with anyio.create_task_group() as tg:
+                scope = anyio.CancelScope()
+                tg.start_soon(caller, scope)
+                await anyio.to_thread.run_sync(entered.wait)
+                scope.cancel()
+                await cancelled.wait()  # the caller is gone while its write is still running
+                assert not is_committed(observer, 1)
+                release.set()
+            assert await store.write(insert(2)) == 2  # the writer is in order: 1 is done by now
+    assert committed_ids(observer) == {1, 2}
+
+
+async def test_a_caller_cancelled_before_the_writer_starts_still_gets_its_write_made(
+    anyio_backend: str, engine: Engine, observer: Engine
+) -> None:
+    store = Store(engine)
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            scope = anyio.CancelScope()
+
+            async def caller() -> None:
+                with scope:
+                    await store.write(insert(7))
+
+            tg.start_soon(caller)
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+            async with running(store):
+                pass
+    assert committed_ids(observer) == {7}
+
+
+async def test_on_commit_hooks_run_after_the_commit_in_order_and_only_for_writes_that_succeeded(
+    anyio_backend: str, engine: Engine, observer: Engine
+) -> None:
+    store = Store(engine)
+    hooked: list[tuple[int, bool]] = []
+
+    def hook(item_id: int) -> None:
+        hooked.append((item_id, is_committed(observer, item_id)))
+
+    def refuse(conn: Connection) -> int:
+        raise ValueError("no")
+
+    async def write(fn: Any) -> None:
+        try:
+            await store.write(fn, on_commit=hook)
+        except ValueError:
+            pass
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for item_id in range(5):
+                tg.start_soon(write, insert(item_id))
+                await anyio.wait_all_tasks_blocked()  # queued in this order
+            tg.start_soon(write, refuse)
+            await anyio.wait_all_tasks_blocked()
+            async with running(store):
+                pass
+    assert hooked == [(item_id, True) for item_id in range(5)]
+
+
+async def test_writes_queued_before_close_commit_and_writes_after_close_raise_store_closed(
+    anyio_backend: str, engine: Engine, observer: Engine
+) -> None:
+    store = Store(engine)
+    results: list[int] = []
+
+    async def write(item_id: int) -> None:
+        results.append(await store.write(insert(item_id)))
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for item_id in range(5):
+                tg.start_soon(write, item_id)
+            await anyio.wait_all_tasks_blocked()
+            store.close()
+            with pytest.raises(StoreClosed):
+                await store.write(insert(99))
+            await store.run()  # drains what was queued, then returns
+        with pytest.raises(StoreClosed):
+            await store.write(insert(100))
+    assert sorted(results) == list(range(5))
+    assert committed_ids(observer) == set(range(5))
+
+
+async def test_reads_see_committed_writes_and_run_beside_the_writer(anyio_backend: str, engine: Engine) -> None:
+    store = Store(engine)
+    with anyio.fail_after(60):
+        async with running(store):
+            await store.write(insert(1, "one"))
+            async with anyio.create_task_group() as tg:
+                values: list[str] = []
+
+                async def read() -> None:
+                    values.append(await store.read(
+                        lambda conn: conn.execute(select(items.c.value).where(items.c.id == 1)).scalar_one()))
+
+                for _ in range(20):
+                    tg.start_soon(read)
+            assert values == ["one"] * 20
+            assert await store.ping() is True
