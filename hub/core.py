@@ -124,6 +124,9 @@ class Hub:
             outcome = "internal"
             log.exception("operation %s failed", name)
             raise Internal("internal error") from None
+        except anyio.get_cancelled_exc_class():
+            outcome = "cancelled"  # the caller went away; a write it queued still commits
+            raise
         finally:
             self.metrics.record(name if name in OPERATIONS else "unknown", outcome, time.perf_counter() - started)
 

@@ -46,3 +46,36 @@ async def test_client_reconnects_after_the_hub_restarts(start_hub: ServerFactory
             me = await client.call("auth.whoami")
         assert me.agent.handle == agent.handle
         assert client.connections == 2
+
+
+async def test_events_resume_across_a_hub_restart_without_loss_or_duplicates(start_hub: ServerFactory) -> None:
+    server = start_hub()
+    async with HubClient(server) as hub:
+        sender = await hub.register("sender")
+        receiver = await hub.register("receiver")
+        key = await hub.api_key(receiver)
+        received: list[str] = []
+        async with ParleyClient(server.url, key) as client:
+
+            async def listen() -> None:
+                async for event in client.events():
+                    if event.type == "message.created" and event.message and event.message.body:
+                        received.append(event.message.body)
+                        if len(received) == 20:
+                            return
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(listen)
+                with anyio.fail_after(60):
+                    while client.cursor is None:  # subscribed
+                        await anyio.sleep(0.01)
+                    for i in range(10):
+                        await hub.call("messages.send", {"to": receiver.handle, "body": f"m{i}"},
+                                       token=sender.access_token)
+                    assert await anyio.to_thread.run_sync(server.stop) == 0
+                    await anyio.to_thread.run_sync(server.launch)
+                    for i in range(10, 20):
+                        await hub.call("messages.send", {"to": receiver.handle, "body": f"m{i}"},
+                                       token=sender.access_token)
+    assert received == [f"m{i}" for i in range(20)]
+    assert client.connections >= 2

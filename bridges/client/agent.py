@@ -19,7 +19,6 @@ import itertools
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Final
 
@@ -30,12 +29,12 @@ from pydantic import BaseModel
 from hub.operations import OPERATIONS
 from protocol import websocket as ws_protocol
 from protocol.errors import HubError, Unauthorized
+from protocol.events import EVENT_NOTIFICATION, SUBSCRIBE_METHOD, Event
 
 from ._websocket import ConnectionClosed, HandshakeRejected, WebSocketConnection
 
 log = logging.getLogger(__name__)
 
-EVENT_METHOD: Final = "event"
 EVENT_BUFFER: Final = 10_000
 REFRESH_MARGIN: Final = 0.8
 """Refresh the access token after this fraction of its lifetime."""
@@ -99,6 +98,24 @@ class _Link:
                 done.set()  # an empty slot tells the caller the connection was lost
 
 
+class EventFeed:
+    """The iterator `ParleyClient.events()` returns. A plain iterator, not an async generator, so
+    leaving the loop early strands nothing for the garbage collector."""
+
+    def __init__(self, client: "ParleyClient") -> None:
+        self._client = client
+        self._subscribed = False
+
+    def __aiter__(self) -> "EventFeed":
+        return self
+
+    async def __anext__(self) -> Event:
+        if not self._subscribed:
+            await self._client._subscribe()
+            self._subscribed = True
+        return await self._client._next_event()
+
+
 class ParleyClient:
     def __init__(
         self,
@@ -121,7 +138,7 @@ class ParleyClient:
         self._subscribed = False
         self.cursor: int | None = None
         """The cursor of the last event handed out by `events()`; resuming starts after it."""
-        self._events_send, self._events_receive = anyio.create_memory_object_stream[dict[str, Any]](EVENT_BUFFER)
+        self._events_send, self._events_receive = anyio.create_memory_object_stream[Event](EVENT_BUFFER)
         self._tasks: TaskGroup | None = None
         self.connections = 0
         """How many times a connection was established (1 + reconnects)."""
@@ -172,22 +189,31 @@ class ParleyClient:
         operation = OPERATIONS.get(method)
         return operation.result.model_validate(result) if operation else result
 
-    async def events(self, after: int | None = None) -> AsyncIterator[dict[str, Any]]:
+    def events(self, after: int | None = None) -> "EventFeed":
         """Every event visible to the agent after `after` (default: the last one handed out, or now),
-        in cursor order, exactly once, across reconnects."""
+        in cursor order, exactly once, across reconnects: `async for event in client.events()`."""
         if after is not None:
             self.cursor = after
+        return EventFeed(self)
+
+    async def _subscribe(self) -> None:
         self._subscribed = True
-        with anyio.fail_after(self._call_timeout):
-            await self.call("events.subscribe", {"after": self.cursor})
-        async for event in self._events_receive:
-            cursor = int(event["cursor"])
-            if self.cursor is not None and cursor <= self.cursor:
+        started = await self.call(SUBSCRIBE_METHOD, {"after": self.cursor})
+        # Live from "now" still needs a position, so a reconnect resumes without a gap.
+        self.cursor = started["after"] if self.cursor is None else self.cursor
+
+    async def _next_event(self) -> Event:
+        while True:
+            try:
+                event = await self._events_receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                if self._fatal is not None:
+                    raise self._fatal from None
+                raise StopAsyncIteration from None
+            if self.cursor is not None and event.cursor <= self.cursor:
                 continue  # replayed after a reconnect: already handed out
-            self.cursor = cursor
-            yield event
-        if self._fatal is not None:
-            raise self._fatal
+            self.cursor = event.cursor
+            return event
 
     async def _wait_connected(self) -> _Link:
         while self._link is None:
@@ -197,9 +223,9 @@ class ParleyClient:
         return self._link
 
     async def _on_notification(self, frame: dict[str, Any]) -> None:
-        if frame.get("method") == EVENT_METHOD and isinstance(frame.get("params"), dict):
+        if frame.get("method") == EVENT_NOTIFICATION and isinstance(frame.get("params"), dict):
             try:
-                self._events_send.send_nowait(frame["params"])
+                self._events_send.send_nowait(Event.model_validate(frame["params"]))
             except anyio.WouldBlock:
                 # The application is not consuming events: drop the connection and resume later
                 # from the last event it did take, rather than buffer without bound.
@@ -288,7 +314,7 @@ class ParleyClient:
 
     async def _resubscribe(self, link: _Link) -> None:
         try:
-            await link.request("events.subscribe", {"after": self.cursor})
+            await link.request(SUBSCRIBE_METHOD, {"after": self.cursor})
         except (ConnectionLost, HubError) as error:
             log.info("resubscribing failed: %s; reconnecting", error)
             await link.ws.close(ws_protocol.GOING_AWAY, "resubscribe failed")
