@@ -35,7 +35,6 @@ from mcp.server.subscriptions import ListenHandler, ResourceUpdated, ServerEvent
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
     INTERNAL_ERROR,
-    INVALID_PARAMS,
     EmptyResult,
     SubscribeRequestParams,
     SubscriptionsListenRequestParams,
@@ -51,7 +50,6 @@ from .resources import INBOX_URI, conversation_uri
 
 log = logging.getLogger(__name__)
 
-SCHEME: Final = "parley://"
 MAX_LISTENS: Final = 1024
 LISTEN_BUFFER: Final = 256
 _WATCH: Final = "parley.push.watch"
@@ -117,8 +115,6 @@ class Push:
         self._listens = 0
 
     async def subscribe(self, ctx: ServerRequestContext[Any, Any], uri: str) -> None:
-        if not uri.startswith(SCHEME):
-            raise MCPError(code=INVALID_PARAMS, message=f"not a Parley resource: {uri}", data={"uri": uri})
         credential = self.access.current_credential()
         connection = connection_of(ctx)
         watch: _Watch | None = connection.state.get(_WATCH)

@@ -21,7 +21,7 @@ def remote_args(hub: HubClient, anyio_backend: str) -> tuple[str, ...]:
     return ("--hub", hub.server.url, "--backend", anyio_backend, "--tools", "messaging")
 
 
-async def test_stdio_against_a_running_hub_runs_the_tools_as_the_keys_agent(
+async def test_stdio_against_a_running_hub_runs_tools_as_the_keys_agent_and_waits_cancellably(
     hub: HubClient, alice: Agent, bob: Agent, mode: str, anyio_backend: str
 ) -> None:
     env = {"PARLEY_API_KEY": await hub.api_key(alice)}
@@ -45,6 +45,12 @@ async def test_stdio_against_a_running_hub_runs_the_tools_as_the_keys_agent(
             reply = await hub.call("messages.send", {"to": alice.handle, "body": "got it"}, token=bob.access_token)
         assert [(m["id"], m["sender"]) for m in arrived["messages"]] == [(reply["message_id"], bob.handle)]
 
+        with anyio.fail_after(WAIT):  # a wait the client gives up on ends at once; the session goes on
+            with anyio.move_on_after(0.5) as scope:
+                await a.call_tool("wait_for_messages", {"timeout": 100})
+        assert scope.cancelled_caught
+        assert (await call(a, "whoami"))["agent_id"] == alice.agent_id
+
 
 async def test_stdio_pushes_updates_of_a_remote_hubs_events(
     hub: HubClient, alice: Agent, bob: Agent, mode: str, anyio_backend: str
@@ -62,16 +68,6 @@ async def test_stdio_pushes_updates_of_a_remote_hubs_events(
                 with anyio.fail_after(WAIT):
                     event = await anext(aiter(stream))
                 assert event.uri == "parley://inbox"  # type: ignore[union-attr]
-
-
-async def test_stdio_wait_for_messages_is_cancellable(hub: HubClient, alice: Agent, mode: str, anyio_backend: str) -> None:
-    env = {"PARLEY_API_KEY": await hub.api_key(alice)}
-    async with stdio_client(env, mode, *remote_args(hub, anyio_backend)) as a:
-        with anyio.fail_after(WAIT):
-            with anyio.move_on_after(0.5) as scope:
-                await a.call_tool("wait_for_messages", {"timeout": 100})
-        assert scope.cancelled_caught
-        assert (await call(a, "whoami"))["agent_id"] == alice.agent_id
 
 
 async def test_stdio_on_the_embedded_store_serves_its_agent(

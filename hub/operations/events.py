@@ -14,7 +14,8 @@ async def list_events(services: Services, caller: Principal, params: ListEventsP
     """Your events after a cursor, oldest first: messages, edits, deletions, membership, read markers.
 
     Pass the page's `next_cursor` as `after` to continue; each event comes exactly once. With `timeout`,
-    the call waits up to that many seconds for an event when there is none yet (long polling).
+    the call waits up to that many seconds for an event when there is none yet (long polling). A
+    cursor beyond the newest event is `invalid_request`, with the newest cursor in `details.head`.
     """
     assert caller.agent_id is not None
     return await services.events.list_events(caller.agent_id, params)

@@ -21,7 +21,8 @@ from .table import operation
 
 @operation(
     "messages.send", scope=Scope.MESSAGES_WRITE, rate=RateClass.WRITE,
-    route=("POST", "/api/conversations/{conversation_id}/messages"), idempotent=True,
+    route=("POST", "/api/conversations/{conversation_id}/messages", 201), idempotent=True,
+    idempotency_param="client_msg_id",
 )
 async def send(services: Services, caller: Principal, params: SendMessageParams) -> Message:
     """Send a message to a conversation, or `to` an agent (into your direct conversation with it).
