@@ -13,6 +13,17 @@ from protocol.errors import ErrorEnvelope, HubError
 REF: Final = "#/components/schemas/{model}"
 BODY_METHODS: Final = {"POST", "PATCH", "PUT"}
 ERROR_STATUSES: Final = sorted({cls.http_status for cls in HubError.__subclasses__()} | {405})
+SSE_MESSAGE: Final = {
+    # OpenAPI 3.1 reads a text/event-stream `schema` as the shape of one SSE message, not of the stream.
+    "type": "object",
+    "description": "One SSE message: `id` is the event cursor, `event` its type, `data` the event as JSON.",
+    "properties": {
+        "id": {"type": "string"},
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
 
 
 def _path_names(path: str) -> list[str]:
@@ -98,7 +109,7 @@ def _event_stream(events_list: Operation) -> dict[str, Any]:
             {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
         ],
         "responses": {
-            "200": {"description": "The event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "200": {"description": "The event stream.", "content": {"text/event-stream": {"schema": SSE_MESSAGE}}},
             **{str(status): {"$ref": "#/components/responses/Error"} for status in ERROR_STATUSES},
         },
         "security": [{"bearer": []}, {"apiKey": []}],

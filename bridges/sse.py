@@ -5,7 +5,8 @@ reconnects) or the `after` query parameter; left out, it starts live now. Each e
 its cursor, so a client that drops and reconnects gets every event once. A comment line goes out
 every `sse_heartbeat_seconds` to keep proxies from closing an idle stream. A client that falls
 further behind than the hub buffers gets a `lagged` event naming the cursor to resume after, and
-the stream ends.
+the stream ends. The credential is checked again before every event: when it no longer holds
+(revoked, suspended), an `error` event carries the hub's error and the stream ends.
 
 The stream's errors before it starts (bad credential, bad cursor) are ordinary HTTP errors in the
 hub's envelope; once the 200 is sent, the stream can only end.
@@ -66,6 +67,8 @@ class EventStreamResponse:
                 tg.start_soon(self._heartbeats, send)
                 try:
                     async for event in events:
+                        # Checked per event: a revoked key or a suspension ends the stream at once.
+                        await principal_from(self._hub, self._request.headers, address_of(self._request.client))
                         body = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
                         await send({"type": "http.response.body", "more_body": True,
                                     "body": _frame({"id": event.cursor, "event": event.type, "data": body})})
@@ -73,6 +76,9 @@ class EventStreamResponse:
                     data = json.dumps({"resume_after": lag.last_cursor})
                     await send({"type": "http.response.body", "more_body": True,
                                 "body": _frame({"event": "lagged", "data": data})})
+                except HubError as error:
+                    await send({"type": "http.response.body", "more_body": True,
+                                "body": _frame({"event": "error", "data": json.dumps(error.to_dict())})})
                 tg.cancel_scope.cancel()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:

@@ -205,12 +205,16 @@ class WebSocketSession:
             task_status.started(SubscribeResult(after=events.start).model_dump(mode="json"))
             try:
                 async for event in events:
+                    # Checked per event, as per call: a revoked key or a suspension ends the stream at once.
+                    await self._caller()
                     frame = jsonrpc.notification(EVENT_NOTIFICATION, event.model_dump(mode="json"))
                     async with self._send_lock:
                         await self._ws.send_text(json.dumps(frame, separators=(",", ":")))
             except SubscriberLagged as lag:
                 reason = f"too slow for live events; resume after cursor {lag.last_cursor}"
                 self._close(ws_protocol.TRY_AGAIN_LATER, reason)
+            except HubError as error:  # the credential no longer holds
+                self._close(ws_protocol.UNAUTHORIZED, error.message[:120])
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:

@@ -13,6 +13,7 @@ tokens, which is what it is.
 """
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -81,7 +82,7 @@ class RequireCaller:
         await response(scope, receive, send)
 
 
-def protected_resource_metadata(resource_path: str, public_url: str):  # noqa: ANN201 - a Starlette endpoint
+def protected_resource_metadata(resource_path: str, public_url: str) -> Callable[[Request], Awaitable[Response]]:
     """The RFC 9728 document for the resource at `resource_path` (served unauthenticated)."""
 
     async def endpoint(request: Request) -> Response:

@@ -72,7 +72,7 @@ class McpEndpoint:
     async def running(self, hub: Hub) -> AsyncIterator[None]:
         """Serve `/mcp` for `hub` until the block ends; then end every session and stream."""
         manager = StreamableHTTPSessionManager(
-            app=self.server._lowlevel_server,  # noqa: SLF001  (the session manager serves the low-level server)
+            app=self.server._lowlevel_server,  # the session manager serves the low-level server
             security_settings=transport_security(self._public_url),
             session_idle_timeout=self._idle,
         )

@@ -71,7 +71,7 @@ def connection_of(ctx: ServerRequestContext[Any, Any]) -> Connection:
     without exposing it (its own `Context.connection` is not wired in yet); this reads it there. The
     SDK is pinned, and the legacy push tests fail if the attribute moves.
     """
-    return ctx.session._connection  # noqa: SLF001
+    return ctx.session._connection
 
 
 @dataclass
@@ -81,6 +81,8 @@ class _Watch:
     credential: str
     uris: set[str] = field(default_factory=set)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    ready: anyio.Event = field(default_factory=anyio.Event)
+    """Set once the follower knows where to start (or the first subscribe failed)."""
 
 
 class _StreamBus:
@@ -119,11 +121,21 @@ class Push:
         connection = connection_of(ctx)
         watch: _Watch | None = connection.state.get(_WATCH)
         if watch is None:
-            after = await head_cursor(await self.access.link.connect(credential))
-            watch = _Watch(credential)
-            connection.state[_WATCH] = watch
+            watch = connection.state[_WATCH] = _Watch(credential)
+            try:
+                after = await head_cursor(await self.access.link.connect(credential))
+            except BaseException:
+                del connection.state[_WATCH]
+                watch.ready.set()
+                raise
             connection.exit_stack.callback(watch.scope.cancel)
             self._tasks.start_soon(self._follow, connection, watch, after)
+            watch.ready.set()
+        else:
+            await watch.ready.wait()  # a concurrent first subscribe is still finding where "now" is
+            if connection.state.get(_WATCH) is not watch:  # ... and failed: start over
+                await self.subscribe(ctx, uri)
+                return
         watch.credential = credential
         watch.uris.add(uri)
 
@@ -240,7 +252,7 @@ def lifespan(access: Access) -> Callable[[MCPServer[Push]], Any]:
 
 def install(server: MCPServer[Push]) -> None:
     """Serve `resources/subscribe`/`unsubscribe` (2025-11-25) and `subscriptions/listen` (2026-07-28)."""
-    lowlevel = server._lowlevel_server  # noqa: SLF001  (MCPServer registers neither legacy method itself)
+    lowlevel = server._lowlevel_server  # MCPServer registers neither legacy method itself
     lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, _on_subscribe)
     lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, _on_unsubscribe)
     lowlevel.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, _on_listen)

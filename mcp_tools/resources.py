@@ -32,11 +32,6 @@ def conversation_uri(conversation_id: str) -> str:
     return CONVERSATION_PREFIX + conversation_id
 
 
-def subscribable(uri: str) -> bool:
-    """Whether `uri` names a resource that changes with the caller's events."""
-    return uri == INBOX_URI or (uri.startswith(CONVERSATION_PREFIX) and len(uri) > len(CONVERSATION_PREFIX))
-
-
 def resource_error(error: HubError, uri: str) -> MCPError:
     """A hub refusal as a JSON-RPC error: `not_found` as the MCP resource-not-found (-32602), else the
     hub's own code; `data` carries the hub's `code` either way."""

@@ -4,11 +4,11 @@ hub's `/mcp` over streamable HTTP, and `parley mcp` over stdio, on both protocol
 `mode="auto"` negotiates 2026-07-28 (the discover probe), `mode="legacy"` 2025-11-25 (the handshake).
 """
 
+import json
 import os
-import sys
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +65,11 @@ def ok(result: types.CallToolResult) -> dict[str, Any]:
 
 
 def error_code(result: types.CallToolResult) -> str:
-    """The hub's error code an `isError` result carries (its text says the same, as JSON)."""
+    """The hub's error code an `isError` result carries: `{"error": {"code", "message", ...}}` as its text."""
     assert result.is_error, result.structured_content
-    assert result.structured_content is not None, result.content
-    return str(result.structured_content["error"]["code"])
+    text = result.content[0]
+    assert isinstance(text, types.TextContent), result.content
+    return str(json.loads(text.text)["error"]["code"])
 
 
 async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
@@ -198,11 +199,3 @@ async def stdio_client(env: dict[str, str], mode: str, *args: str, **options: An
     """`parley mcp ARGS` as a subprocess, driven by the SDK client over its stdin/stdout."""
     async with Client(stdio_parameters(env, *args), mode=mode, cache=None, **options) as client:
         yield client
-
-
-def python_env(base: dict[str, str], **variables: str) -> dict[str, str]:
-    """The environment for a `parley` subprocess: the test's (PATH, the venv) plus `variables`."""
-    return {**base, "PYTHONPATH": os.pathsep.join(sys.path), **variables}
-
-
-Handler = Callable[[Any], Any]

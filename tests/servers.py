@@ -105,6 +105,12 @@ class HubServer:
             self.process.wait()
             raise AssertionError(f"the hub did not exit within {STOP_TIMEOUT}s of SIGTERM:\n{self.log()}") from None
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to finish anything (`launch` starts it again)."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
     def log(self) -> str:
         return (self.data_dir / "server.log").read_text(errors="replace")
 

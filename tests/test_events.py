@@ -11,6 +11,9 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
+import pytest
+
+from bridges.client._websocket import ConnectionClosed
 
 from .client import Agent, HubClient, RpcSocket
 from .conftest import ServerFactory
@@ -257,3 +260,17 @@ async def test_a_subscriber_that_falls_behind_is_disconnected_and_resumes_withou
         async with event_socket(server, bob, after=resume) as fresh:
             rest = await fresh.take(messages - len(delivered))
         assert [e["message"]["message_id"] for e in delivered + rest] == sent
+
+
+
+async def test_a_suspension_closes_an_open_event_subscription(hub: HubClient) -> None:
+    alice = await hub.register("susp-a")
+    bob = await hub.register("susp-b")
+    async with await RpcSocket.open(hub.server, bob.access_token) as ws:
+        await ws.call("events.subscribe", {})
+        await hub.call("admin.agents.suspend", {"agent": bob.agent_id}, token=hub.admin_key)
+        await hub.call("messages.send", {"to": bob.handle, "body": "hidden"}, token=alice.access_token)
+        with anyio.fail_after(20), pytest.raises(ConnectionClosed) as closed:
+            await ws.receive()
+    assert closed.value.code == 4401
+    assert not [n for n in ws.notifications if n.get("method") == "event"]

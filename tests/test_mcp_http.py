@@ -149,10 +149,10 @@ async def events_list_count(http: httpx.AsyncClient, outcome: str | None = None)
     """How many `events.list` calls the hub finished (with `outcome`, or all): from its /metrics."""
     text = (await http.get("/metrics")).text
     if outcome is None:
-        match = re.search(r'^parley_operation_seconds_count\{operation="events.list"\} (\d+)$', text, re.M)
+        match = re.search(r'^parley_operation_seconds_count\{operation="events.list"\} (\d+)$', text, re.MULTILINE)
     else:
         match = re.search(rf'^parley_operations_total\{{operation="events.list",outcome="{outcome}"\}} (\d+)$',
-                          text, re.M)
+                          text, re.MULTILINE)
     return int(match.group(1)) if match else 0
 
 
@@ -166,10 +166,10 @@ async def assert_cancel_ends_the_long_poll(hub: HubClient, start_waiting: Any) -
     async with anyio.create_task_group() as tg:
         tg.start_soon(start_waiting)
         with anyio.fail_after(WAIT):
-            while await events_list_count(hub.http, "invalid_request") == started:
+            while await events_list_count(hub.http, "invalid_request") == started:  # noqa: ASYNC110 - polls the hub
                 await anyio.sleep(0.02)
         finished = await events_list_count(hub.http)
         tg.cancel_scope.cancel()
     with anyio.fail_after(WAIT):
-        while await events_list_count(hub.http) == finished:
+        while await events_list_count(hub.http) == finished:  # noqa: ASYNC110 - polls the hub's /metrics
             await anyio.sleep(0.02)

@@ -7,13 +7,15 @@ server is its credential). Every test runs on both protocol eras, both event loo
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
+from bridges.mcp_stdio import PROFILES
+from hub.config import Settings
 from hub.operations import OPERATIONS
 from mcp_tools.access import Access, InProcessLink, fixed_credential
 from mcp_tools.profiles import TOOLSETS, Profile
@@ -102,6 +104,12 @@ async def test_a_profile_lists_exactly_its_toolsets(profile: Profile) -> None:
     else:
         expected = [t.name for t in TOOLSETS[profile]]
     assert names == expected
+
+
+def test_every_place_that_names_profiles_names_the_same_ones() -> None:
+    names = tuple(profile.value for profile in Profile)
+    assert PROFILES == names  # `parley mcp --tools`
+    assert get_args(Settings.model_fields["mcp_tools"].annotation) == names  # PARLEY_MCP_TOOLS for /mcp
 
 
 def test_compact_schemas_drop_titles_and_null_branches_and_inline_definitions() -> None:
@@ -226,13 +234,13 @@ async def test_failures_come_back_as_error_results_with_the_hubs_code(local: Loc
         sent = await call(a, "send_message", to=bob.handle, text="mine")
         assert await call_error(b, "edit_message", message_id=sent["message_id"], text="theirs") == "forbidden"
         assert await call_error(a, "read_messages", conversation="cnv_missing") == "not_found"
-        assert await call_error(a, "get_agent", agent=unique_missing()) == "not_found"
-        assert await call_error(a, "read_messages", agent=await fresh_handle(local)) == "not_found"
+        assert await call_error(a, "get_agent", agent="nobody-" + "x" * 10) == "not_found"
+        stranger = await local.agent("stranger")  # exists, but no conversation with alice yet
+        assert await call_error(a, "read_messages", agent=stranger.handle) == "not_found"
         assert await call_error(a, "send_message", text="to nobody") == "invalid_request"
         assert await call_error(a, "read_messages", conversation=5) == "invalid_request"  # a wrong argument type
         assert await call_error(a, "send_message", to=bob.handle, text="x", format="yaml") == "invalid_request"
-        result = await a.call_tool("send_message", {"to": bob.handle, "text": "   "})
-        assert result.is_error and json.loads(result.content[0].text)["error"]["code"] == "invalid_request"  # type: ignore[union-attr]
+        assert await call_error(a, "send_message", to=bob.handle, text="   ") == "invalid_request"  # a blank body
 
 
 async def test_a_revoked_key_stops_working_at_the_next_call(local: LocalHub, mode: str) -> None:
@@ -243,14 +251,6 @@ async def test_a_revoked_key_stops_working_at_the_next_call(local: LocalHub, mod
         await local.as_agent(alice, "keys.revoke", {"key_id": key_id})
         assert await call_error(client, "whoami") == "unauthorized"
         assert await call_error(client, "inbox") == "unauthorized"
-
-
-def unique_missing() -> str:
-    return "nobody-" + "x" * 10
-
-
-async def fresh_handle(local: LocalHub) -> str:
-    return (await local.agent("stranger")).handle
 
 
 # -- resources ---------------------------------------------------------------------------------------------
@@ -341,6 +341,6 @@ async def test_cancelling_wait_for_messages_ends_the_wait_in_the_hub(local: Loca
             await a.call_tool("wait_for_messages", {"timeout": 60})
         assert scope.cancelled_caught
         with anyio.fail_after(WAIT):
-            while local.hub.bus.statistics().subscriptions:  # type: ignore[attr-defined]
+            while local.hub.bus.statistics().subscriptions:  # type: ignore[attr-defined]  # noqa: ASYNC110 - no event to wait on
                 await anyio.sleep(0.01)
         assert (await call(a, "whoami"))["handle"] == alice.handle  # the session goes on

@@ -87,3 +87,19 @@ async def test_an_idle_stream_gets_heartbeat_comments(start_hub: ServerFactory) 
                         if comments == 2:
                             break
         assert comments == 2
+
+
+async def test_a_suspension_ends_an_open_stream_with_an_error_event(hub: HubClient, alice: Agent, bob: Agent) -> None:
+    frames: list[dict[str, Any]] = []
+    auth = {"authorization": f"Bearer {bob.access_token}"}
+    with anyio.fail_after(30):
+        async with open_sse(hub.server.url, "/api/events/stream", auth) as response:
+            assert response.status == 200
+            await hub.call("admin.agents.suspend", {"agent": bob.agent_id}, token=hub.admin_key)
+            await send(hub, alice, bob, "after the suspension")
+            async with aclosing(response.messages()) as messages:
+                async for message in messages:
+                    if "event" in message:
+                        frames.append(message)
+    assert [f["event"] for f in frames] == ["error"]
+    assert json.loads(frames[0]["data"])["code"] in {"unauthorized", "forbidden"}

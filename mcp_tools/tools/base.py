@@ -74,12 +74,15 @@ class Toolset:
 
 
 def error_result(error: HubError) -> CallToolResult:
-    """An `isError` result: the hub's `{"code", "message", "details"}`, as text for the model and as data."""
+    """An `isError` result carrying `{"error": {"code", "message", "details"}}` as JSON text.
+
+    Text only: some clients (the MCP Inspector) check `structuredContent` against the tool's output
+    schema even on error results, and an error is not the tool's output.
+    """
     payload: dict[str, Any] = {"code": error.code.value, "message": error.message}
     if error.details:
         payload["details"] = error.details
-    data = {"error": payload}
-    return CallToolResult(content=[TextContent(type="text", text=_json(data))], structured_content=data, is_error=True)
+    return CallToolResult(content=[TextContent(type="text", text=_json({"error": payload}))], is_error=True)
 
 
 def success_result(result: BaseModel) -> CallToolResult:

@@ -66,7 +66,8 @@ async def load_inbox(hub: HubCaller, limit: int, cursor: str | None = None) -> I
     page = await hub.call("conversations.list", params)
     items = page["items"]
     names = Names(hub)
-    await names.load([c.get("peer_id") for c in items] + [(c.get("last_message") or {}).get("sender_id") for c in items])
+    await names.load([c.get("peer_id") for c in items]
+                     + [(c.get("last_message") or {}).get("sender_id") for c in items])
     lines = []
     for c in items:
         last = c.get("last_message")
@@ -103,8 +104,9 @@ async def find_direct(hub: HubCaller, agent: str) -> str:
         cursor = page.get("next_cursor")
         if not cursor:
             break
-    raise NotFound(f"you have no conversation with {peer['handle']} yet; send_message(to={peer['handle']!r}) starts one",
-                   {"agent": peer["handle"]})
+    handle = peer["handle"]
+    raise NotFound(f"you have no conversation with {handle} yet; send_message(to={handle!r}) starts one",
+                   {"agent": handle})
 
 
 async def load_thread(

@@ -105,7 +105,7 @@ def _arrival(event: dict[str, Any], me: str, conversation: str | None) -> bool:
 @toolset.tool("Wait for messages", operations=("events.list", "agents.get"))
 async def wait_for_messages(
     hub: HubCaller,
-    timeout: Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description="Seconds")] = 30,
+    timeout: Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description="Seconds")] = 30,  # noqa: ASYNC109
     conversation: Annotated[str | None, Field(description="Only this conversation_id")] = None,
     after: Annotated[int | None, Field(ge=0, description="cursor of the previous call; default: now")] = None,
 ) -> Arrivals:
@@ -119,7 +119,8 @@ async def wait_for_messages(
         arrived = [e for e in events if _arrival(e, hub.agent_id, conversation)]
         if arrived:
             names = Names(hub)
-            await names.load([e["actor_id"] for e in arrived] + [a for e in arrived for a in notice_agents(e["message"])])
+            await names.load([e["actor_id"] for e in arrived]
+                             + [a for e in arrived for a in notice_agents(e["message"])])
             return Arrivals(messages=[compact_message(e["message"], names, with_conversation=True) for e in arrived],
                             cursor=cursor, timed_out=False)
         if not events and anyio.current_time() >= deadline:

@@ -104,7 +104,7 @@ def run_scenario(url: str, version: str, scenario: str, output: Path) -> tuple[i
     done = subprocess.run(
         [str(NODE), str(SUITE), "server", "--url", url, "--scenario", scenario, "--spec-version", version,
          "-o", str(out)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )
     runs = sorted(out.glob(f"server-{scenario}-*"), key=lambda p: p.stat().st_mtime)
     checks = json.loads((runs[-1] / "checks.json").read_text()) if runs else []
@@ -127,14 +127,15 @@ def main() -> int:
     hub_url, proxy_url = f"http://127.0.0.1:{hub_port}", f"http://127.0.0.1:{proxy_port}"
     env = {**os.environ, **FAST_HUB, "PARLEY_DATA_DIR": str(data_dir)}
     started = time.monotonic()
-    hub = subprocess.Popen([sys.executable, "-m", "bridges.cli", "serve", "--backend", args.backend,
-                            "--port", str(hub_port)], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=open(data_dir / "hub.log", "wb"))
+    with open(data_dir / "hub.log", "wb") as hub_log:
+        hub = subprocess.Popen([sys.executable, "-m", "bridges.cli", "serve", "--backend", args.backend,
+                                "--port", str(hub_port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=hub_log)
     proxy: subprocess.Popen[bytes] | None = None
     failed: list[str] = []
     try:
         wait_for(hub_url + "/health", hub)
-        token = str(rpc(hub_url, "auth.register", {"handle": f"conformance-{uuid.uuid4().hex[:8]}"})["tokens"]["access_token"])  # type: ignore[index]
+        registered = rpc(hub_url, "auth.register", {"handle": f"conformance-{uuid.uuid4().hex[:8]}"})
+        token = str(registered["tokens"]["access_token"])  # type: ignore[index]
         key = str(rpc(hub_url, "keys.create", {"name": "conformance"}, token)["api_key"])
         proxy = subprocess.Popen([sys.executable, str(HERE / "auth_proxy.py"), "--upstream", hub_url,
                                   "--port", str(proxy_port), "--key", key], cwd=ROOT)
