@@ -45,6 +45,16 @@ def validation_details(error: ValidationError) -> dict[str, Any]:
     }
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class Hub:
     """Owns the services and dispatches operations to them. Start `run` before dispatching."""
 
@@ -170,6 +180,9 @@ class Hub:
             params = {}
         if not isinstance(params, Mapping):
             raise InvalidRequest("params must be an object of named parameters")
+        if _has_nul(params):
+            # PostgreSQL cannot store U+0000 in text; no legitimate field needs it.
+            raise InvalidRequest("strings must not contain the NUL character (U+0000)")
         try:
             if from_strings:
                 return op.params.model_validate_strings(params, strict=True)

@@ -26,7 +26,7 @@ SUBSCRIBE_METHOD: Final = "events.subscribe"
 """The WebSocket method that starts a live stream; events then arrive as `event` notifications."""
 EVENT_NOTIFICATION: Final = "event"
 
-EventCursor = Annotated[int, Field(ge=0, description="An event cursor; 0 is before the first event.")]
+EventCursor = Annotated[int, Field(ge=0, le=2**63 - 1, description="An event cursor; 0 is before the first event.")]
 
 
 class EventType(StrEnum):

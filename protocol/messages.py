@@ -34,7 +34,7 @@ ClientMsgId = Annotated[
     ),
 ]
 Body = Annotated[str, Field(min_length=1, max_length=MAX_BODY_CHARS, description="The text, up to the hub's limit.")]
-Seq = Annotated[int, Field(ge=0, description="A position in the conversation's timeline.")]
+Seq = Annotated[int, Field(ge=0, le=2**31 - 1, description="A position in the conversation's timeline.")]
 
 
 class ContentType(StrEnum):

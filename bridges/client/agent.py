@@ -277,13 +277,13 @@ class ParleyClient:
                 return False
             self._drain_stale_events()
             if self._subscribed:
-                tg.start_soon(self._resubscribe, link)
+                tg.start_soon(self._resubscribe, link, tg)
             self._link = link
             self.connections += 1
             self._connected.set()
             if task_status is not None:
                 task_status.started()
-            tg.start_soon(self._refresh_periodically, link, expires_in)
+            tg.start_soon(self._refresh_periodically, link, expires_in, tg)
         return True
 
     async def _serve_link(self, link: _Link, tg: TaskGroup) -> None:
@@ -303,21 +303,24 @@ class ParleyClient:
         await link.request(ws_protocol.AUTHENTICATE_METHOD, {"token": grant["access_token"]})
         return float(grant["expires_in"])
 
-    async def _refresh_periodically(self, link: _Link, expires_in: float) -> None:
+    # On failure these end the connection by cancelling its task group (whose owner then closes the
+    # WebSocket and reconnects), not by `ws.close()` here: closing waits for the peer's close frame
+    # by reading, while `_serve_link` is reading already (anyio raises BusyResourceError).
+    async def _refresh_periodically(self, link: _Link, expires_in: float, tg: TaskGroup) -> None:
         try:
             while True:
                 await anyio.sleep(expires_in * REFRESH_MARGIN)
                 expires_in = await self._authenticate(link)
         except (ConnectionLost, HubError) as error:
             log.info("token refresh failed: %s; reconnecting", error)
-            await link.ws.close(ws_protocol.GOING_AWAY, "token refresh failed")
+            tg.cancel_scope.cancel()
 
-    async def _resubscribe(self, link: _Link) -> None:
+    async def _resubscribe(self, link: _Link, tg: TaskGroup) -> None:
         try:
             await link.request(SUBSCRIBE_METHOD, {"after": self.cursor})
         except (ConnectionLost, HubError) as error:
             log.info("resubscribing failed: %s; reconnecting", error)
-            await link.ws.close(ws_protocol.GOING_AWAY, "resubscribe failed")
+            tg.cancel_scope.cancel()
 
     def _drain_stale_events(self) -> None:
         # Events buffered from the previous connection are replayed by the new subscription.

@@ -20,7 +20,7 @@ async def list_agents(services: Services, caller: Principal, params: ListAgentsP
 
 @operation(
     "admin.agents.suspend", scope=Scope.ADMIN, rate=RateClass.WRITE,
-    route=("POST", "/api/admin/agents/{agent}/suspend"), idempotent=True,
+    route=("POST", "/api/admin/agents/{agent}/suspend"),
 )
 async def suspend(services: Services, caller: Principal, params: SuspendParams) -> AdminAgentView:
     """Suspend an agent: its tokens stop working at once and its API keys are refused until unsuspended."""

@@ -59,7 +59,6 @@ async def get(services: Services, caller: Principal, params: GetMessageParams) -
 
 @operation(
     "messages.edit", scope=Scope.MESSAGES_WRITE, rate=RateClass.WRITE, route=("PATCH", "/api/messages/{message_id}"),
-    idempotent=True,
 )
 async def edit(services: Services, caller: Principal, params: EditMessageParams) -> Message:
     """Replace the body (and optionally content type and metadata) of a message you sent.
