@@ -270,10 +270,13 @@ def first_difference(got: list[dict[str, Any]], expected: list[dict[str, Any]]) 
     duplicates = sorted(c for c, n in Counter(got_cursors).items() if n > 1)
     missing = sorted(set(expected_cursors) - set(got_cursors))
     extra = sorted(set(got_cursors) - set(expected_cursors))
-    index = next((i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), min(len(got), len(expected)))
+    index = next((i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b),
+                 min(len(got), len(expected)))
+    received = got[index] if index < len(got) else None
+    stored = expected[index] if index < len(expected) else None
     return (f"received {len(got)} events, the store has {len(expected)}; duplicates {duplicates[:10]}, "
             f"missing {missing[:10]}, not in the store {extra[:10]}; first difference at index {index}: "
-            f"received {got[index] if index < len(got) else None}, stored {expected[index] if index < len(expected) else None}")
+            f"received {received}, stored {stored}")
 
 
 async def check_conversation(hub: HubClient, reader: Agent, conversation_id: str,
@@ -353,7 +356,7 @@ async def test_acknowledged_messages_and_events_survive_repeated_sigkill(start_h
 
     # Every send was acknowledged in the end (a lane only moves on once its send is answered).
     for sender in senders:
-        assert sender.sent.keys() == sender.acked.keys()
+        assert sender.sent.keys() == sender.acked.keys(), sorted(sender.sent.keys() - sender.acked.keys())
     acked = {(s.agent.agent_id, cmid): m for s in senders for cmid, m in s.acked.items()}
 
     async with HubClient(server) as hub:
@@ -384,10 +387,10 @@ async def test_acknowledged_messages_and_events_survive_repeated_sigkill(start_h
             assert cursors == sorted(set(cursors)), f"{subscriber.how}: the store's feed repeats or reorders events"
             created = Counter(e["message"]["message_id"] for e in feed
                               if e["type"] == "message.created" and e["message"]["kind"] == "message")
-            assert set(created) == visible[agent_id] and set(created.values()) <= {1}, (
-                f"{subscriber.how}: message.created events do not match the messages: missing "
-                f"{sorted(visible[agent_id] - set(created))[:10]}, unexpected {sorted(set(created) - visible[agent_id])[:10]}, "
-                f"repeated {[k for k, n in created.items() if n > 1][:10]}"
+            missing, unexpected = visible[agent_id] - set(created), set(created) - visible[agent_id]
+            assert not missing and not unexpected and set(created.values()) <= {1}, (
+                f"{subscriber.how}: message.created events do not match the messages: missing {sorted(missing)[:10]}, "
+                f"unexpected {sorted(unexpected)[:10]}, repeated {[k for k, n in created.items() if n > 1][:10]}"
             )
             assert subscriber.received == feed, (
                 f"{subscriber.how}: " + first_difference(subscriber.received, feed)

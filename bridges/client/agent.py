@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from hub.operations import OPERATIONS
 from protocol import websocket as ws_protocol
-from protocol.errors import HubError, Unauthorized
+from protocol.errors import HubError, InvalidRequest, Unauthorized
 from protocol.events import EVENT_NOTIFICATION, SUBSCRIBE_METHOD, Event
 
 from ._websocket import ConnectionClosed, HandshakeRejected, WebSocketConnection
@@ -254,6 +254,7 @@ class ParleyClient:
             if self._fatal is not None:
                 if not started:
                     raise self._fatal
+                self._connected.set()  # wake waiting calls: they raise the fatal error
                 return
             await anyio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, self._max_backoff)
@@ -318,6 +319,11 @@ class ParleyClient:
     async def _resubscribe(self, link: _Link, tg: TaskGroup) -> None:
         try:
             await link.request(SUBSCRIBE_METHOD, {"after": self.cursor})
+        except InvalidRequest as error:
+            # The hub does not know our cursor (its store was reset): reconnecting cannot help.
+            self._fatal = error
+            self._events_send.close()
+            tg.cancel_scope.cancel()
         except (ConnectionLost, HubError) as error:
             log.info("resubscribing failed: %s; reconnecting", error)
             tg.cancel_scope.cancel()
