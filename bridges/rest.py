@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from hub.core import Hub
 from hub.operations import OPERATIONS, Operation
+from hub.ratelimit import rate_key
 from protocol.errors import HubError, InvalidRequest, MethodNotFound, PayloadTooLarge, RateLimited, UnsupportedMediaType
 
 from .credentials import address_of, principal_from
@@ -103,7 +104,10 @@ def path_route(path: str, operations: list[Operation]) -> Route:
             result = await hub.dispatch(caller, op.name, params, from_strings=request.method not in BODY_METHODS)
         except HubError as error:
             return error_response(error)
-        return JSONResponse(result, status_code=op.http_status)
+        bucket = hub.limiter.state(op.rate_class, rate_key(caller.address, caller.agent_id))
+        headers = {"X-RateLimit-Limit": str(bucket.limit), "X-RateLimit-Remaining": str(bucket.remaining),
+                   "X-RateLimit-Reset": str(math.ceil(bucket.reset_seconds))}
+        return JSONResponse(result, status_code=op.http_status, headers=headers)
 
     return Route(path, endpoint, methods=list(by_method))
 

@@ -21,7 +21,7 @@ from .config import Settings
 from .metrics import Metrics
 from .operations import OPERATIONS, Operation
 from .principal import Principal
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, rate_key
 from .secrets import ServerKeys
 from .services import Services
 from .services.agents import AgentService
@@ -121,7 +121,7 @@ class Hub:
         try:
             op = self.operation(name)
             self._authorize(op, caller)
-            self.limiter.take(op.rate_class, caller.agent_id or f"address:{caller.address}")
+            self.limiter.take(op.rate_class, rate_key(caller.address, caller.agent_id))
             result: BaseModel = await op.handler(self.services, caller, self._validate(op, params, from_strings))
             return result.model_dump(mode="json")
         except HubError as error:
@@ -152,7 +152,7 @@ class Hub:
         """
         op = self.operation("events.list")
         self._authorize(op, caller)
-        self.limiter.take(op.rate_class, caller.agent_id or f"address:{caller.address}")
+        self.limiter.take(op.rate_class, rate_key(caller.address, caller.agent_id))
         if params is not None and not isinstance(params, Mapping):
             raise InvalidRequest("params must be an object of named parameters")
         try:

@@ -1,6 +1,7 @@
 """Token-bucket rate limits, per caller and per operation class."""
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
@@ -17,6 +18,14 @@ class RateClass(StrEnum):
     RECOVERY = "recovery"
     READ = "read"
     WRITE = "write"
+
+
+@dataclass(frozen=True)
+class BucketState:
+    limit: int
+    remaining: int
+    reset_seconds: float
+    """Seconds until the bucket is full again."""
 
 
 class RateLimiter:
@@ -52,3 +61,18 @@ class RateLimiter:
         self._buckets[key] = (tokens - 1, now)
         if len(self._buckets) > MAX_BUCKETS:
             self._buckets.popitem(last=False)
+
+    def state(self, rate_class: RateClass, caller: str) -> BucketState:
+        """Where `caller`'s bucket stands now (for `X-RateLimit-*` headers); spends nothing."""
+        limit = self._limits[rate_class]
+        now = self._clock.monotonic()
+        tokens, last = self._buckets.get((rate_class, caller), (limit.burst, now))
+        tokens = min(limit.burst, tokens + (now - last) * limit.per_second)
+        return BucketState(
+            limit=int(limit.burst), remaining=int(tokens), reset_seconds=(limit.burst - tokens) / limit.per_second
+        )
+
+
+def rate_key(address: str, agent_id: str | None) -> str:
+    """Whose bucket a call spends: the agent's, or the client address's when anonymous."""
+    return agent_id or f"address:{address}"

@@ -133,6 +133,8 @@ async def test_rate_limits_answer_429_with_retry_after_and_ratelimit_headers(sta
         headers = bearer(agent["tokens"]["access_token"])
         statuses = [(await hub.http.get("/api/auth/me", headers=headers)) for _ in range(3)]
     assert [r.status_code for r in statuses] == [200, 200, 429]
+    assert [r.headers["x-ratelimit-remaining"] for r in statuses] == ["1", "0", "0"]
+    assert all(r.headers["x-ratelimit-limit"] == "2" for r in statuses)
     limited = statuses[-1]
     assert limited.json()["error"]["code"] == "rate_limited"
     assert int(limited.headers["retry-after"]) >= 1
