@@ -1,7 +1,6 @@
 """Building blocks shared by every operation's models: the strict base, limits, pages."""
 
 import json
-from datetime import datetime
 from typing import Annotated, Any, Final, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -53,4 +52,3 @@ class Empty(Model):
     """No parameters, or no result beyond success."""
 
 
-Timestamp = datetime
