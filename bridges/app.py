@@ -63,14 +63,15 @@ async def running_hub(settings: Settings) -> AsyncIterator[Hub]:
 
 async def health(request: Request) -> JSONResponse:
     hub: Hub = request.state.hub
-    return JSONResponse(
-        {
-            "status": "ok",
-            "version": VERSION,
-            "uptime_seconds": round(hub.clock.monotonic() - hub.started_monotonic, 3),
-            "time": hub.clock.now().isoformat().replace("+00:00", "Z"),
-        }
-    )
+    body: dict[str, Any] = {
+        "status": "ok",
+        "version": VERSION,
+        "uptime_seconds": round(hub.clock.monotonic() - hub.started_monotonic, 3),
+        "time": hub.clock.now().isoformat().replace("+00:00", "Z"),
+    }
+    if hub.cluster is not None:  # unlinked still serves: events come from the store's catch-up
+        body["cluster"] = {"node": hub.cluster.node_id, "linked": hub.cluster.linked}
+    return JSONResponse(body)
 
 
 async def ready(request: Request) -> JSONResponse:

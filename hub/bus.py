@@ -8,8 +8,10 @@ subscription is marked lagging and ends, and the transport disconnects it, telli
 from the last cursor it got. Nothing is lost by that: every event is in the store, and a resumed
 stream replays it.
 
-`LocalEventBus` serves one process. Another implementation (Redis, PostgreSQL LISTEN/NOTIFY) can
-carry events between nodes behind the same two methods.
+`LocalEventBus` serves one process and hands each subscription its events in cursor order.
+`hub.cluster.RedisCluster` carries events between nodes behind the same methods; events from other
+nodes can arrive late or out of order there, so it says `delivers_in_order = False` and its
+subscribers treat each event as word that the store has news for them.
 """
 
 from collections.abc import Collection, Iterator
@@ -44,6 +46,9 @@ class Subscription(Protocol):
 
 
 class EventBus(Protocol):
+    delivers_in_order: bool
+    """True when every subscription receives its events in cursor order with none missing."""
+
     def publish(self, events: Collection[tuple[Event, Collection[str]]]) -> None:
         """Hand committed events, each with its recipients, to their subscribers. Never blocks."""
         ...
@@ -98,6 +103,8 @@ class _LocalSubscription:
 
 class LocalEventBus:
     """The in-process bus: a bounded memory stream per subscription."""
+
+    delivers_in_order = True
 
     def __init__(self, buffer_size: int) -> None:
         self._buffer_size = buffer_size

@@ -65,6 +65,13 @@ class Settings(BaseModel):
     max_group_members: Annotated[int, Field(ge=2)] = 1000
     event_buffer: Annotated[int, Field(ge=1, description="Live events a subscriber may fall behind by.")] = 1024
 
+    redis_url: str = Field("", description="Redis for several nodes on one PostgreSQL database (e.g. "
+                           "redis://127.0.0.1:6379/0); empty: one node, events stay in the process.")
+    redis_channel: str = Field("parley", min_length=1, description="The pub/sub channel the nodes of one "
+                               "deployment share; give each deployment on a Redis its own.")
+    catch_up_seconds: Annotated[float, Field(gt=0, description="How often a node of several reads the store "
+                                              "for events that Redis did not bring it.")] = 0.5
+
     rate_auth: RateLimit = RateLimit(burst=20, per_second=0.5)
     rate_recovery: RateLimit = RateLimit(burst=5, per_second=1 / 60)
     rate_read: RateLimit = RateLimit(burst=200, per_second=100)

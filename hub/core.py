@@ -17,6 +17,7 @@ from storage.store import Store, StoreClosed
 
 from .bus import EventBus, LocalEventBus
 from .clock import Clock
+from .cluster import RedisCluster
 from .config import Settings
 from .metrics import Metrics
 from .operations import OPERATIONS, Operation
@@ -59,15 +60,16 @@ class Hub:
     """Owns the services and dispatches operations to them. Start `run` before dispatching."""
 
     def __init__(
-        self, settings: Settings, store: Store, keys: ServerKeys, clock: Clock | None = None, bus: EventBus | None = None
+        self, settings: Settings, store: Store, keys: ServerKeys, clock: Clock | None = None
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock or Clock()
-        self.bus: EventBus = bus or LocalEventBus(settings.event_buffer)
         self.metrics = Metrics()
         self.limiter = RateLimiter(settings, self.clock)
         self.credential_state = CredentialState(store, self.clock, settings.access_token_ttl)
+        self.cluster = RedisCluster(settings, store, self.credential_state) if settings.redis_url else None
+        self.bus: EventBus = self.cluster or LocalEventBus(settings.event_buffer)
         self.services = Services(
             identity=IdentityService(store, self.clock, settings, keys, self.credential_state, self.limiter),
             agents=AgentService(store, self.clock, self.credential_state),
@@ -79,14 +81,18 @@ class Hub:
         self.started_monotonic = self.clock.monotonic()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run the store's writer until `close`; ready once the writer is up and state is loaded."""
+        """Run the store's writer (and the link to other nodes) until `close`; ready once state is loaded."""
         async with anyio.create_task_group() as tg:
             await tg.start(self.store.run)
             await self.credential_state.load()
+            if self.cluster is not None:
+                await tg.start(self.cluster.run)
             task_status.started()
 
     def close(self) -> None:
         """Stop taking writes; queued writes still commit before `run` returns."""
+        if self.cluster is not None:
+            self.cluster.close()
         self.store.close()
 
     async def authenticate(self, credential: str | None, address: str) -> Principal:

@@ -206,4 +206,5 @@ deliveries = Table(
     metadata,
     Column("agent_id", String(32), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True),
     Column("event_id", EventId, ForeignKey("events.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_deliveries_event", "event_id"),
 )

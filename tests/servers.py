@@ -133,6 +133,26 @@ def postgres_available() -> str | None:
         return f"PostgreSQL at PARLEY_TEST_POSTGRES_URL does not answer: {exc}".splitlines()[0]
 
 
+def redis_unavailable() -> str | None:
+    """Why the several-node tests cannot run here (they need Redis and PostgreSQL), or None."""
+    url = os.environ.get("PARLEY_TEST_REDIS_URL")
+    if not url:
+        return "PARLEY_TEST_REDIS_URL is not set"
+    host, port = redis_address(url)
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        return f"Redis at PARLEY_TEST_REDIS_URL does not answer: {exc}"
+    return postgres_available()
+
+
+def redis_address(url: str) -> tuple[str, int]:
+    """Host and port of a `redis://host:port/db` URL."""
+    netloc = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host, _, port = netloc.partition(":")
+    return host, int(port or 6379)
+
+
 def create_postgres_database() -> str:
     """A fresh, empty database on the test server; returns its SQLAlchemy URL."""
     import psycopg

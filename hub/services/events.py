@@ -5,6 +5,10 @@ between: subscribe to the bus first (events committed from then on are buffered)
 store everything after the client's cursor, then hand out the buffered and live events, skipping
 any the replay already returned (cursors only grow, so "skip up to the last cursor handed out" is
 exact). Each event is handed out once, in cursor order, with no gap.
+
+On a bus that does not deliver in order (several nodes), an event newer than the last one handed
+out only says the store has news: the stream reads the store again, which has every committed
+event in cursor order (DESIGN §9), instead of trusting the bus's order.
 """
 
 from collections import deque
@@ -44,7 +48,9 @@ class EventStream:
     further behind than the bus buffers; it should resume from that cursor.
     """
 
-    def __init__(self, store: Store, subscription: Subscription, agent_id: str, after: int) -> None:
+    def __init__(
+        self, store: Store, subscription: Subscription, agent_id: str, after: int, *, bus_in_order: bool
+    ) -> None:
         self.start = after
         self.position = after
         """The cursor of the last event handed out."""
@@ -52,6 +58,7 @@ class EventStream:
         self._subscription = subscription
         self._agent_id = agent_id
         self._replaying = True
+        self._bus_in_order = bus_in_order
         self._page: deque[Event] = deque()
 
     def __aiter__(self) -> "EventStream":
@@ -74,6 +81,9 @@ class EventStream:
                     raise SubscriberLagged(self.position) from None
                 if event.cursor <= self.position:
                     continue  # the replay returned it already
+                if not self._bus_in_order:
+                    self._replaying = True  # an event from another node may precede it
+                    continue
             self.position = event.cursor
             return event
 
@@ -128,4 +138,5 @@ class EventService:
                 _check_cursor(conn, after)
                 return after
 
-            yield EventStream(self._store, subscription, caller_id, await self._store.read(start))
+            yield EventStream(self._store, subscription, caller_id, await self._store.read(start),
+                              bus_in_order=self._bus.delivers_in_order)

@@ -57,6 +57,18 @@ def list_for_agent(conn: Connection, agent_id: str, *, after: int, limit: int) -
     )
 
 
+def deliveries_of(conn: Connection, event_ids: Collection[int]) -> list[RowMapping]:
+    """The events among `event_ids` that exist, once per recipient (`agent_id`), oldest first."""
+    return list(
+        conn.execute(
+            select(events.c.id, events.c.payload, deliveries.c.agent_id)
+            .join(deliveries, deliveries.c.event_id == events.c.id)
+            .where(events.c.id.in_(event_ids))
+            .order_by(events.c.id)
+        ).mappings()
+    )
+
+
 def head(conn: Connection) -> int:
     """The newest cursor in the hub, 0 before the first event."""
     return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
