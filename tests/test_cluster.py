@@ -7,6 +7,7 @@ and losing Redis delays events (caught up from the database) but loses none.
 """
 
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,7 +24,16 @@ from bench.report import percentile
 
 from .client import Agent, HubClient, RpcError
 from .messaging import WAIT, EventSocket, all_events, direct, event_socket, group, head, send, timeline
-from .servers import HubServer, drop_postgres_database, free_port, make_server, redis_address, redis_unavailable
+from .servers import (
+    HubServer,
+    create_postgres_database,
+    drop_postgres_database,
+    free_port,
+    make_server,
+    parley_command,
+    redis_address,
+    redis_unavailable,
+)
 from .tcp_proxy import TcpProxy
 
 if (_reason := redis_unavailable()) is not None:
@@ -193,6 +203,18 @@ async def test_losing_redis_delays_events_through_the_database_and_loses_none(st
         assert (await stream.next())["message"]["body"] == "after"
         listed = [e["message"]["body"] for e in await all_events(hub_a, alice, after=stream.start or 0)]
         assert listed == ["before", *during, "after"]
+
+
+def test_nodes_starting_together_migrate_one_after_another(tmp_path: Path) -> None:
+    database_url = create_postgres_database()
+    try:
+        env = {**os.environ, "PARLEY_DATABASE_URL": database_url, "PARLEY_DATA_DIR": str(tmp_path)}
+        migrations = [subprocess.Popen(parley_command("migrate"), env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+        outputs = [process.communicate(timeout=60)[0] for process in migrations]
+        assert [process.returncode for process in migrations] == [0, 0, 0], outputs
+    finally:
+        drop_postgres_database(database_url)
 
 
 async def _until_refused(hub: HubClient, agent: Agent) -> None:
