@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -181,3 +181,21 @@ def make_server(backend: str, store: str, data_dir: Path, **settings: str) -> Hu
     env = {**os.environ, **TEST_ENV, "PARLEY_DATA_DIR": str(data_dir), "PARLEY_DATABASE_URL": database_url}
     env.update({f"PARLEY_{name.upper()}": value for name, value in settings.items()})
     return HubServer(backend=backend, store=store, data_dir=data_dir, database_url=database_url, env=env)
+
+
+def start_nodes(backend: str, base_dir: Path, count: int, **settings: str) -> list[HubServer]:
+    """`count` started hubs on one fresh PostgreSQL database, sharing their server keys (`settings`
+    should name a Redis); the first is bootstrapped with an admin. Stop each, then drop the database."""
+    (base_dir / "node-0").mkdir(parents=True)
+    settings = {"keys_file": str(base_dir / "server-keys.json"), **settings}
+    first = make_server(backend, "postgres", base_dir / "node-0", **settings)
+    first.start()
+    nodes = [first]
+    for number in range(1, count):
+        data_dir = base_dir / f"node-{number}"
+        data_dir.mkdir()
+        node = replace(first, port=free_port(), data_dir=data_dir, process=None,
+                       env={**first.env, "PARLEY_DATA_DIR": str(data_dir)})
+        node.launch()
+        nodes.append(node)
+    return nodes

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,10 @@ from .servers import (
     HubServer,
     create_postgres_database,
     drop_postgres_database,
-    free_port,
-    make_server,
     parley_command,
     redis_address,
     redis_unavailable,
+    start_nodes,
 )
 from .tcp_proxy import TcpProxy
 
@@ -68,23 +67,10 @@ def start_cluster(tmp_path: Path, anyio_backend: str) -> Iterator[ClusterFactory
     with TcpProxy(*redis_address(os.environ["PARLEY_TEST_REDIS_URL"])) as proxy:
 
         def start(count: int = 2, catch_up_seconds: str = LIVE_CATCH_UP_SECONDS) -> Cluster:
-            settings = {
-                "redis_url": f"redis://127.0.0.1:{proxy.port}/0",
-                "redis_channel": f"parley-test-{uuid.uuid4().hex[:12]}",
-                "catch_up_seconds": catch_up_seconds,
-                "keys_file": str(tmp_path / "server-keys.json"),  # every node signs and checks with the same keys
-            }
-            (tmp_path / "node-0").mkdir()
-            first = make_server(anyio_backend, "postgres", tmp_path / "node-0", **settings)
-            first.start()
-            started.append(first)
-            for number in range(1, count):
-                data_dir = tmp_path / f"node-{number}"
-                data_dir.mkdir()
-                node = replace(first, port=free_port(), data_dir=data_dir, process=None,
-                               env={**first.env, "PARLEY_DATA_DIR": str(data_dir)})
-                node.launch()
-                started.append(node)
+            started.extend(start_nodes(
+                anyio_backend, tmp_path, count, redis_url=f"redis://127.0.0.1:{proxy.port}/0",
+                redis_channel=f"parley-test-{uuid.uuid4().hex[:12]}", catch_up_seconds=catch_up_seconds,
+            ))
             return Cluster(started, proxy)
 
         yield start
