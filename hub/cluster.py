@@ -154,6 +154,8 @@ class RedisCluster:
         missed = [cursor for cursor in range(self._checked + 1, upto + 1) if cursor not in self._seen]
         self._seen = {cursor for cursor in self._seen if cursor > upto}
         self._checked = max(self._checked, upto)
+        if not self._local.statistics().subscriptions:
+            return  # nobody here to hand them to; a later subscriber replays from the store anyway
         for start in range(0, len(missed), CATCH_UP_CHUNK):
             chunk = missed[start : start + CATCH_UP_CHUNK]
             rows = await self._store.read(lambda conn, ids=chunk: event_queries.deliveries_of(conn, ids))
