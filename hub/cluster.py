@@ -102,12 +102,15 @@ class RedisCluster:
         self._scope.cancel()
 
     async def _keep_linked(self) -> None:
+        outage_reported = False  # one warning per outage, not one per retry
         while True:
             try:
                 await self._link()
             except Exception as exc:  # any Redis failure: unlink, keep serving, try again
-                log.warning("the link to Redis is down (%s); catching up from the store every %ss",
-                            _reason(exc), self._interval)
+                if self._linked or not outage_reported:
+                    log.warning("the link to Redis is down (%s); catching up from the store every %ss",
+                                _reason(exc), self._interval)
+                    outage_reported = True
             finally:
                 self._linked = False
             await anyio.sleep(RECONNECT_SECONDS)
