@@ -62,11 +62,14 @@ ClusterFactory = Callable[..., Cluster]
 
 @pytest.fixture
 def start_cluster(tmp_path: Path, anyio_backend: str) -> Iterator[ClusterFactory]:
-    """Start `count` nodes on one fresh database, with Redis behind a proxy the test can cut."""
+    """Start `count` nodes on one fresh database, with Redis behind a proxy the test can cut (or
+    start cut, with `redis_away`)."""
     started: list[HubServer] = []
     with TcpProxy(*redis_address(os.environ["PARLEY_TEST_REDIS_URL"])) as proxy:
 
-        def start(count: int = 2, catch_up_seconds: str = LIVE_CATCH_UP_SECONDS) -> Cluster:
+        def start(count: int = 2, catch_up_seconds: str = LIVE_CATCH_UP_SECONDS, redis_away: bool = False) -> Cluster:
+            if redis_away:
+                proxy.cut()
             started.extend(start_nodes(
                 anyio_backend, tmp_path, count, redis_url=f"redis://127.0.0.1:{proxy.port}/0",
                 redis_channel=f"parley-test-{uuid.uuid4().hex[:12]}", catch_up_seconds=catch_up_seconds,
@@ -189,6 +192,22 @@ async def test_losing_redis_delays_events_through_the_database_and_loses_none(st
         assert (await stream.next())["message"]["body"] == "after"
         listed = [e["message"]["body"] for e in await all_events(hub_a, alice, after=stream.start or 0)]
         assert listed == ["before", *during, "after"]
+
+
+async def test_a_node_starts_and_serves_while_redis_is_away_and_links_when_it_returns(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(catch_up_seconds=DEGRADED_CATCH_UP_SECONDS, redis_away=True)
+    await cluster.until_linked(False)
+    async with AsyncExitStack() as stack:
+        hub_a, hub_b = await _clients(stack, cluster)
+        alice, bob = await hub_a.register("alice"), await hub_b.register("bob")
+        conversation_id = await direct(hub_b, bob, alice)
+        stream = await stack.enter_async_context(event_socket(cluster.nodes[0], alice, after=None))
+        await send(hub_b, bob, conversation_id, "while away")
+        assert (await stream.next())["message"]["body"] == "while away"
+        cluster.redis.restore()
+        await cluster.until_linked(True)
 
 
 def test_nodes_starting_together_migrate_one_after_another(tmp_path: Path) -> None:
