@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
@@ -20,6 +21,7 @@ from storage import migrations
 from storage.store import Store, create_store_engine
 
 from .docs_page import docs_routes
+from .forwarded import TrustedProxies
 from .http_rpc import rpc_endpoint
 from .jsonrpc import Framing
 from .openapi import openapi_document
@@ -113,4 +115,7 @@ def create_app(settings: Settings) -> Starlette:
         *rest_routes(),
         *mcp.routes(),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: http_error, 405: http_error})
+    # Behind a trusted load balancer, the client address (for per-address rate limits) is the one it forwards.
+    middleware = [Middleware(TrustedProxies, networks=settings.trusted_proxies)] if settings.trusted_proxies else []
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
+                     exception_handlers={404: http_error, 405: http_error})

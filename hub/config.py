@@ -3,10 +3,11 @@
 import os
 from collections.abc import Mapping
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from protocol.messages import DEFAULT_MAX_MESSAGE_BYTES, MAX_BODY_CHARS
 
@@ -76,6 +77,24 @@ class Settings(BaseModel):
     rate_recovery: RateLimit = RateLimit(burst=5, per_second=1 / 60)
     rate_read: RateLimit = RateLimit(burst=200, per_second=100)
     rate_write: RateLimit = RateLimit(burst=100, per_second=50)
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = Field(
+        (), description="Load balancers whose X-Forwarded-For names the client (IP addresses or CIDR networks, "
+        "comma-separated); empty: trust nobody.")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: Any) -> Any:
+        """`"10.0.0.0/8,192.0.2.7"`: a bare address is a network of one; a network with host bits set
+        (`10.0.0.1/8`) is refused rather than widened."""
+        if not isinstance(value, str):
+            return value
+        networks = []
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                networks.append(ip_network(entry))
+            except ValueError as exc:
+                raise ValueError(f"{exc}; expected IP addresses or CIDR networks, comma-separated") from None
+        return tuple(networks)
 
     def store_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'parley.db').resolve()}"
