@@ -22,5 +22,9 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest $(ARGS)
 
+# Every benchmark scenario (bench/), under asyncio and trio; a smoke run with ARGS=--quick.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
 clean:
 	rm -rf $(VENV) parley-data .pytest_cache

@@ -5,6 +5,7 @@ work done by the thinnest thing the same stack can do (an echo server, a bare in
 route). A scenario returns `Figure`s; `emit` prints one JSON record per run and a readable table.
 """
 
+import argparse
 import json
 import math
 import platform
@@ -85,3 +86,15 @@ def emit(figures: Sequence[Figure], *, json_path: str | None = None) -> None:
             out.write(text + "\n")
     else:
         print(text)
+
+
+def backends(choice: str) -> list[str]:
+    """The server backends a `--backend asyncio|trio|both` option names."""
+    return ["asyncio", "trio"] if choice == "both" else [choice]
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """`--backend asyncio|trio|both` (default both), `--quick` (smoke-run sizes) and `--json PATH`."""
+    parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
+    parser.add_argument("--json", dest="json_path", default=None, help="write the JSON record here")

@@ -18,6 +18,7 @@ naming the cursor to resume after.
 
 import json
 import logging
+from collections import OrderedDict
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -35,7 +36,7 @@ from hub.principal import Principal
 from hub.services.events import EventStream
 from protocol import jsonrpc, websocket as ws_protocol
 from protocol.errors import Conflict, HubError, InvalidRequest
-from protocol.events import EVENT_NOTIFICATION, SUBSCRIBE_METHOD, SubscribeResult
+from protocol.events import EVENT_NOTIFICATION, SUBSCRIBE_METHOD, Event, SubscribeResult
 from protocol.identity import AuthenticateParams, AuthenticateResult
 
 from .credentials import address_of, credential_from
@@ -46,6 +47,35 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT = 2.0
 SLOW_CONSUMER_METRIC = "parley_ws_slow_consumer_disconnects"
 """How many connections were closed with 1013 because their client did not read (a /metrics gauge)."""
+
+
+class EventFrames:
+    """The `event` notification of each live event, encoded once for all the connections it goes to.
+
+    The bus hands the same `Event` object to every subscription it is delivered to, so a message to
+    a 100-member group is dumped and serialized once instead of 100 times. Keyed by the object, which
+    is held while cached so its id cannot be reused; a replayed event is a fresh object and is just
+    encoded again. Only touched from the event loop, so it needs no lock.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._frames: OrderedDict[int, tuple[Event, str]] = OrderedDict()
+
+    def frame(self, event: Event) -> str:
+        cached = self._frames.get(id(event))
+        if cached is not None and cached[0] is event:
+            return cached[1]
+        text = json.dumps(jsonrpc.notification(EVENT_NOTIFICATION, event.model_dump(mode="json")),
+                          separators=(",", ":"))
+        self._frames[id(event)] = (event, text)
+        if len(self._frames) > self._size:
+            self._frames.popitem(last=False)
+        return text
+
+
+_event_frames = EventFrames(size=1024)
+"""Process-wide: safe across hubs in one process, since entries are matched by object identity."""
 
 
 class WebSocketSession:
@@ -207,9 +237,9 @@ class WebSocketSession:
                 async for event in events:
                     # Checked per event, as per call: a revoked key or a suspension ends the stream at once.
                     await self._caller()
-                    frame = jsonrpc.notification(EVENT_NOTIFICATION, event.model_dump(mode="json"))
+                    frame = _event_frames.frame(event)
                     async with self._send_lock:
-                        await self._ws.send_text(json.dumps(frame, separators=(",", ":")))
+                        await self._ws.send_text(frame)
             except SubscriberLagged as lag:
                 reason = f"too slow for live events; resume after cursor {lag.last_cursor}"
                 self._close(ws_protocol.TRY_AGAIN_LATER, reason)

@@ -1,5 +1,6 @@
 """Access tokens: short-lived JWTs signed with Ed25519 (EdDSA), with a key id so keys can rotate."""
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, UTC
 from typing import Any
@@ -14,6 +15,8 @@ from .secrets import ServerKeys
 
 ISSUER = "parley"
 AUDIENCE = "parley-hub"
+VERIFIED_CACHE = 10_000
+"""Verified access tokens remembered (each about 1 KiB with its claims)."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class TokenSigner:
         self._sign_kid, self._sign_key = keys.signing_keys[0]
         self._verify = {kid: key.public_key() for kid, key in keys.signing_keys}
         self.ttl_seconds = ttl_seconds
+        # A string's signature never changes, only whether it has expired: an open WebSocket, whose
+        # credential is checked on every call and every pushed event, is verified once.
+        self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
 
     def mint(self, *, agent_id: str, session_id: str, key_id: str | None, epoch: int, scopes: frozenset[Scope],
              now: datetime) -> str:
@@ -55,6 +61,16 @@ class TokenSigner:
         Raises:
             Unauthorized: malformed, wrongly signed, from an unknown key, or expired.
         """
+        claims = self._verified.get(token)
+        if claims is not None and claims.expires_at > datetime.now(UTC):
+            return claims
+        claims = self._decode(token)
+        self._verified[token] = claims
+        if len(self._verified) > VERIFIED_CACHE:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _decode(self, token: str) -> AccessClaims:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
             key = self._verify.get(kid) if isinstance(kid, str) else None
