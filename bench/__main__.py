@@ -11,8 +11,8 @@ import subprocess
 import sys
 from typing import Final
 
-SCENARIOS: Final = ("send", "fanout", "history", "mcp", "rest", "connections")
-"""In the issue's order, the 10,000 connections last (the slowest)."""
+SCENARIOS: Final = ("send", "fanout", "history", "mcp", "rest", "cluster", "connections")
+"""In the issue's order (several nodes after the single-node ones), the 10,000 connections last (the slowest)."""
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ from tests.client import HubClient
 from tests.messaging import direct, event_socket, send
 from tests.servers import HubServer, drop_postgres_database, start_nodes
 
-from .report import Figure, emit, percentile
+from .report import Figure, add_common_options, backends, emit, percentile
 
 TARGET_P99_MS = 100.0
 PACE_SECONDS = 0.005
@@ -78,16 +78,14 @@ def measure(backend: str, messages: int) -> list[Figure]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
+    add_common_options(parser)
     parser.add_argument("--messages", type=int, default=300)
-    parser.add_argument("--quick", action="store_true", help="50 messages: a smoke run")
-    parser.add_argument("--json", help="write the JSON record here instead of printing it")
     args = parser.parse_args()
     os.environ.setdefault("PARLEY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
     os.environ.setdefault("PARLEY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
     messages = 50 if args.quick else args.messages
-    emit([figure for backend in backends for figure in measure(backend, messages)], json_path=args.json)
+    emit([figure for backend in backends(args.backend) for figure in measure(backend, messages)],
+         json_path=args.json_path)
 
 
 if __name__ == "__main__":
