@@ -7,8 +7,9 @@ params) -> dict` that runs an operation of the table as that agent. Two paths pr
   HTTP at `/mcp`, and `parley mcp` on the embedded store).
 - A remote link (in `bridges`, for `parley mcp --hub URL`) posts JSON-RPC to a running hub's `/rpc`.
 
-The credential is looked up for every tool call (`Access.caller`), so a revoked key or a suspended
-agent stops working at once; and the caller is never a tool argument: it comes from the request's
+The credential is looked up for every request (over HTTP when the request arrives, by the auth
+middleware; otherwise by `Access.caller` for each tool call), so a revoked key or a suspended agent
+stops working at once; and the caller is never a tool argument: it comes from the request's
 bearer token (`get_access_token()`) or, for stdio, from the key the process was started with.
 """
 
@@ -18,6 +19,8 @@ from functools import partial
 from typing import Any, Final, Protocol
 
 from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from pydantic import PrivateAttr
 
 from hub.core import Hub
 from hub.principal import Principal
@@ -69,9 +72,27 @@ class InProcessLink:
         return principal
 
     async def connect(self, credential: str) -> HubCaller:
-        principal = await self.principal(credential)
+        return self.caller_of(await self.principal(credential))
+
+    def caller_of(self, principal: Principal) -> HubCaller:
         assert principal.agent_id is not None and self._hub is not None
         return HubCaller(principal.agent_id, partial(self._hub.dispatch, principal))
+
+
+class VerifiedToken(AccessToken):
+    """The SDK's `AccessToken` for a request, with the caller the hub verified its credential as when the
+    request arrived (`auth.HubTokenVerifier`). A tool of that same request uses it, so one HTTP request
+    costs one credential check, not two (an API key check is a store read)."""
+
+    _caller: HubCaller | None = PrivateAttr(default=None)
+
+    @property
+    def caller(self) -> HubCaller | None:
+        return self._caller
+
+    def with_caller(self, caller: HubCaller) -> "VerifiedToken":
+        self._caller = caller
+        return self
 
 
 Credential = Callable[[], str | None]
@@ -84,6 +105,12 @@ def request_credential() -> str | None:
     return token.token if token is not None else None
 
 
+def request_caller() -> HubCaller | None:
+    """The caller the current streamable-HTTP request's credential was verified as on arrival, if any."""
+    token = get_access_token()
+    return token.caller if isinstance(token, VerifiedToken) else None
+
+
 def fixed_credential(secret: str) -> Credential:
     """The one credential of a stdio server (or of an in-process test server)."""
     return lambda: secret
@@ -93,6 +120,8 @@ def fixed_credential(secret: str) -> Credential:
 class Access:
     link: HubLink
     credential: Credential
+    verified: Callable[[], HubCaller | None] = lambda: None
+    """The caller already verified for the current request (`request_caller` on HTTP), or None."""
 
     def current_credential(self) -> str:
         """The current request's credential.
@@ -106,5 +135,8 @@ class Access:
         return credential
 
     async def caller(self) -> HubCaller:
-        """The caller of the current request, authenticated again now."""
+        """The caller of the current request: checked when the request arrived, or authenticated now."""
+        verified = self.verified()
+        if verified is not None:
+            return verified
         return await self.link.connect(self.current_credential())

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from protocol.errors import HubError
 from protocol.identity import Scope as HubScope
 
-from .access import InProcessLink
+from .access import InProcessLink, VerifiedToken
 
 METADATA_PATH: Final = "/.well-known/oauth-protected-resource"
 
@@ -43,13 +43,13 @@ class HubTokenVerifier(TokenVerifier):
             return None
         agent_id = principal.agent_id
         assert agent_id is not None
-        return AccessToken(
+        return VerifiedToken(
             token=token,
             client_id=agent_id,
             subject=agent_id,
             scopes=sorted(scope.value for scope in principal.scopes),
             expires_at=int(principal.expires_at.timestamp()) if principal.expires_at else None,
-        )
+        ).with_caller(self._link.caller_of(principal))
 
 
 def base_url(scope: Scope, public_url: str) -> str:

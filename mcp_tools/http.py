@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from hub.core import Hub
 
-from .access import Access, InProcessLink, request_credential
+from .access import Access, InProcessLink, request_caller, request_credential
 from .auth import METADATA_PATH, HubTokenVerifier, RequireCaller, protected_resource_metadata
 from .profiles import Profile
 from .server import build_server
@@ -54,7 +54,7 @@ class McpEndpoint:
         self._link = InProcessLink()
         self._public_url = public_url.rstrip("/")
         self._idle = session_idle_seconds
-        self.server = build_server(Access(self._link, request_credential), profile)
+        self.server = build_server(Access(self._link, request_credential, request_caller), profile)
         self._manager: StreamableHTTPSessionManager | None = None
         self._app = AuthenticationMiddleware(
             AuthContextMiddleware(RequireCaller(self._serve, MCP_PATH, self._public_url)),

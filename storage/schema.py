@@ -172,6 +172,8 @@ messages = Table(
     Column("deleted_at", UTCDateTime),
     UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
     Index("uq_messages_client_msg_id", "conversation_id", "sender_id", "client_msg_id", unique=True),
+    # Covers unread counting (`queries.messages.count_unread*`), so it never reads the rows themselves.
+    Index("ix_messages_unread", "conversation_id", "seq", "kind", "sender_id", "deleted_at"),
 )
 
 blocks = Table(

@@ -41,7 +41,7 @@ from ..config import Settings
 from . import cursors
 from .agents import find_agent
 from .timeline import Delivery, append, emit, recipients, require_member, write_and_publish
-from .views import conversation_detail, conversation_view, info_of, member_of
+from .views import conversation_detail, conversation_view, conversation_views, info_of, member_of
 
 MANAGERS = frozenset({Role.OWNER, Role.ADMIN})
 
@@ -229,7 +229,7 @@ class ConversationService:
             )
             more = len(rows) > params.limit
             rows = rows[: params.limit]
-            items = [conversation_view(conn, row, row, caller_id) for row in rows]
+            items = conversation_views(conn, [(row, row) for row in rows], caller_id)
             next_cursor = cursors.encode(rows[-1]["activity"], rows[-1]["id"]) if more else None
             return Page[Conversation](items=items, next_cursor=next_cursor)
 

@@ -1,9 +1,10 @@
 """Blocks: one agent blocking another agent or a conversation."""
 
 from collections.abc import Collection
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Select, delete, exists, or_, select
+from sqlalchemy import Connection, RowMapping, Select, bindparam, delete, exists, or_, select
 
 from storage.schema import blocks
 
@@ -28,6 +29,19 @@ def find_conversation_block(conn: Connection, agent_id: str, conversation_id: st
     ).mappings().first()
 
 
+def blocks_for_view(conn: Connection, agent_id: str, conversation_ids: Collection[str]) -> tuple[set[str], set[str]]:
+    """In one query: the agents `agent_id` blocks (what `blocked_by` selects), and which of
+    `conversation_ids` it blocks."""
+    rows = conn.execute(
+        select(blocks.c.blocked_agent_id, blocks.c.blocked_conversation_id).where(
+            blocks.c.agent_id == agent_id,
+            or_(blocks.c.blocked_agent_id.isnot(None), blocks.c.blocked_conversation_id.in_(conversation_ids)),
+        )
+    ).all()
+    return ({agent for agent, _ in rows if agent is not None},
+            {conversation for _, conversation in rows if conversation is not None})
+
+
 def delete_block(conn: Connection, block_id: str) -> None:
     conn.execute(delete(blocks).where(blocks.c.id == block_id))
 
@@ -39,11 +53,14 @@ def list_blocks(conn: Connection, agent_id: str, *, after_id: str | None, limit:
     return list(conn.execute(query.order_by(blocks.c.id).limit(limit)).mappings())
 
 
+_blocks_agent = select(
+    exists().where(blocks.c.agent_id == bindparam("p_agent_id"), blocks.c.blocked_agent_id == bindparam("p_other_id"))
+)
+
+
 def blocks_agent(conn: Connection, agent_id: str, other_id: str) -> bool:
     """Whether `agent_id` blocks `other_id`."""
-    return conn.execute(
-        select(exists().where(blocks.c.agent_id == agent_id, blocks.c.blocked_agent_id == other_id))
-    ).scalar_one()
+    return conn.execute(_blocks_agent, {"p_agent_id": agent_id, "p_other_id": other_id}).scalar_one()
 
 
 def blocked_by(agent_id: str) -> Select[tuple[str | None]]:
@@ -57,12 +74,20 @@ def blocking(
     conn: Connection, agent_ids: Collection[str], *, agent_id: str | None = None, conversation_id: str | None = None
 ) -> set[str]:
     """Which of `agent_ids` block the agent `agent_id` or the conversation `conversation_id`."""
-    conditions = []
-    if agent_id is not None:
-        conditions.append(blocks.c.blocked_agent_id == agent_id)
-    if conversation_id is not None:
-        conditions.append(blocks.c.blocked_conversation_id == conversation_id)
-    if not agent_ids or not conditions:
+    if not agent_ids or (agent_id is None and conversation_id is None):
         return set()
-    rows = conn.execute(select(blocks.c.agent_id).where(blocks.c.agent_id.in_(agent_ids), or_(*conditions)))
+    params = {"p_agent_ids": list(agent_ids), "p_agent_id": agent_id, "p_conversation_id": conversation_id}
+    rows = conn.execute(_blocking(agent_id is not None, conversation_id is not None), params)
     return set(rows.scalars())
+
+
+@cache
+def _blocking(by_agent: bool, by_conversation: bool) -> Select[tuple[str]]:
+    """`blocking`'s statement, built once per combination (on the send path, it runs per message)."""
+    conditions = []
+    if by_agent:
+        conditions.append(blocks.c.blocked_agent_id == bindparam("p_agent_id"))
+    if by_conversation:
+        conditions.append(blocks.c.blocked_conversation_id == bindparam("p_conversation_id"))
+    return select(blocks.c.agent_id).where(blocks.c.agent_id.in_(bindparam("p_agent_ids", expanding=True)),
+                                           or_(*conditions))

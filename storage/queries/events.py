@@ -25,16 +25,16 @@ def serialize_appends(conn: Connection) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(EVENT_APPEND_LOCK)))
 
 
+_insert_event = events.insert()  # built once: see storage/queries/conversations.py
+
+
 def insert_event(
     conn: Connection, *, type: str, conversation_id: str, message_id: str | None, payload: dict[str, Any],
     created_at: datetime,
 ) -> int:
     """Append one event; return its cursor."""
-    result = conn.execute(
-        events.insert().values(
-            type=type, conversation_id=conversation_id, message_id=message_id, payload=payload, created_at=created_at
-        )
-    )
+    result = conn.execute(_insert_event, {"type": type, "conversation_id": conversation_id, "message_id": message_id,
+                                          "payload": payload, "created_at": created_at})
     assert result.inserted_primary_key is not None
     return int(result.inserted_primary_key[0])
 

@@ -1,16 +1,20 @@
 """Messages: the timeline of each conversation, by `seq`."""
 
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, and_, func, or_, select, update
 
-from storage.schema import messages
+from storage.schema import conversation_members, conversations, messages
 
 from .blocks import blocked_by
 
 
+_insert_message = messages.insert()
+
+
 def insert_message(conn: Connection, row: dict[str, Any]) -> None:
-    conn.execute(messages.insert().values(**row))
+    conn.execute(_insert_message, row)  # built once: see storage/queries/conversations.py
 
 
 def get_message(conn: Connection, message_id: str) -> RowMapping | None:
@@ -58,17 +62,59 @@ def list_messages(
     return rows
 
 
-def count_unread(conn: Connection, conversation_id: str, *, reader_id: str, after_seq: int) -> int:
-    """Agents' messages after `after_seq` that are not deleted, not the reader's, not from agents it blocks."""
-    query = select(func.count()).where(
-        messages.c.conversation_id == conversation_id,
-        messages.c.seq > after_seq,
+def _unread(reader_id: str) -> tuple[ColumnElement[bool], ...]:
+    """What counts as unread for `reader_id`, besides the seq: agents' messages that are not deleted, not
+    the reader's own, not from agents it blocks."""
+    return (
         messages.c.kind == "message",
         messages.c.deleted_at.is_(None),
         messages.c.sender_id != reader_id,
         messages.c.sender_id.not_in(blocked_by(reader_id).scalar_subquery()),
     )
+
+
+def count_unread(conn: Connection, conversation_id: str, *, reader_id: str, after_seq: int) -> int:
+    """Unread messages (see `_unread`) after `after_seq`."""
+    query = select(func.count()).where(
+        messages.c.conversation_id == conversation_id, messages.c.seq > after_seq, *_unread(reader_id)
+    )
     return int(conn.execute(query).scalar_one())
+
+
+def count_unread_of_member(conn: Connection, conversation_ids: Collection[str], *, reader_id: str) -> dict[str, int]:
+    """`count_unread` of several conversations of member `reader_id` in one query, each after its read
+    marker and never before the member joined (`views.unread_after`, here taken from the membership row)."""
+    if not conversation_ids:
+        return {}
+    member = conversation_members
+    query = (
+        select(messages.c.conversation_id, func.count())
+        .select_from(member)
+        .join(messages, messages.c.conversation_id == member.c.conversation_id)
+        .where(
+            member.c.agent_id == reader_id,
+            member.c.conversation_id.in_(conversation_ids),
+            messages.c.seq > member.c.last_read_seq,
+            messages.c.seq >= member.c.joined_seq,
+            *_unread(reader_id),
+        )
+        .group_by(messages.c.conversation_id)
+    )
+    counts = dict(conn.execute(query).all())
+    return {conversation_id: int(counts.get(conversation_id, 0)) for conversation_id in conversation_ids}
+
+
+def newest_messages(conn: Connection, conversation_ids: Collection[str]) -> dict[str, RowMapping]:
+    """The message at each conversation's `last_seq`, by conversation id (one query)."""
+    if not conversation_ids:
+        return {}
+    query = (
+        select(messages)
+        .join(conversations, and_(conversations.c.id == messages.c.conversation_id,
+                                  conversations.c.last_seq == messages.c.seq))
+        .where(conversations.c.id.in_(conversation_ids))
+    )
+    return {row["conversation_id"]: row for row in conn.execute(query).mappings()}
 
 
 def update_message(conn: Connection, message_id: str, values: dict[str, Any]) -> None:
