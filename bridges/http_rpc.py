@@ -82,9 +82,25 @@ async def rpc_endpoint(request: Request) -> Response:
     async def execute(call: RpcRequest) -> Any:
         return await hub.dispatch(caller, call.method, call.params)
 
-    response = await framing.respond(body, execute)
+    response: Any = None
+    async with anyio.create_task_group() as tg:
+
+        async def stop_when_the_client_leaves() -> None:
+            await until_disconnected(request)
+            tg.cancel_scope.cancel()  # nobody will read the answer (a write already queued still commits)
+
+        tg.start_soon(stop_when_the_client_leaves)
+        response = await framing.respond(body, execute)
+        tg.cancel_scope.cancel()
     if response is None:
-        return Response(status_code=204)
+        return Response(status_code=204)  # only notifications; or the client has gone and reads nothing
     return JSONResponse(response)
+
+
+async def until_disconnected(request: Request) -> None:
+    """Return when the client disconnects. Only once the body has been read: then the next ASGI
+    message is the disconnect, so a long poll (`events.list` with `timeout`) ends with its caller."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 

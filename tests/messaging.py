@@ -1,11 +1,13 @@
 """Test-side helpers for the messaging tests: conversations, paging, and event streams over a WebSocket."""
 
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from bridges.client._websocket import ConnectionClosed
@@ -131,3 +133,14 @@ async def event_socket(server: HubServer, agent: Agent, after: int | None = 0) -
         stream = EventSocket(ws)
         await stream.subscribe(after)
         yield stream
+
+
+async def events_list_count(http: httpx.AsyncClient, outcome: str | None = None) -> int:
+    """How many `events.list` calls the hub finished (with `outcome`, or all): from its /metrics."""
+    text = (await http.get("/metrics")).text
+    if outcome is None:
+        match = re.search(r'^parley_operation_seconds_count\{operation="events.list"\} (\d+)$', text, re.MULTILINE)
+    else:
+        match = re.search(rf'^parley_operations_total\{{operation="events.list",outcome="{outcome}"\}} (\d+)$',
+                          text, re.MULTILINE)
+    return int(match.group(1)) if match else 0

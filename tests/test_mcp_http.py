@@ -11,6 +11,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from .client import Agent, HubClient
+from .messaging import events_list_count
 from .mcp_support import (
     ERA,
     SDK_CLIENT_TRIO_GET_STREAM,
@@ -143,17 +144,6 @@ async def test_cancelling_wait_for_messages_ends_the_hubs_long_poll(hub: HubClie
     async with http_client(hub.server, alice.access_token, mode) as a:
         await assert_cancel_ends_the_long_poll(hub, lambda: a.call_tool("wait_for_messages", {"timeout": 100}))
         assert (await call(a, "whoami"))["agent_id"] == alice.agent_id
-
-
-async def events_list_count(http: httpx.AsyncClient, outcome: str | None = None) -> int:
-    """How many `events.list` calls the hub finished (with `outcome`, or all): from its /metrics."""
-    text = (await http.get("/metrics")).text
-    if outcome is None:
-        match = re.search(r'^parley_operation_seconds_count\{operation="events.list"\} (\d+)$', text, re.MULTILINE)
-    else:
-        match = re.search(rf'^parley_operations_total\{{operation="events.list",outcome="{outcome}"\}} (\d+)$',
-                          text, re.MULTILINE)
-    return int(match.group(1)) if match else 0
 
 
 async def assert_cancel_ends_the_long_poll(hub: HubClient, start_waiting: Any) -> None:
