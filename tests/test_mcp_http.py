@@ -6,7 +6,6 @@ import re
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 

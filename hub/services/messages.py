@@ -47,6 +47,7 @@ from .timeline import (
     emit,
     erase_from_events,
     recipients,
+    require_current_member,
     require_member,
     write_and_publish,
 )
@@ -78,12 +79,11 @@ def visible_message(conn: Connection, message_id: str, agent_id: str) -> tuple[R
     return conversation, member, message
 
 
-def _check_not_blocked_by_peer(conn: Connection, conversation: RowMapping, sender_id: str) -> None:
-    """Raises Blocked when `conversation` is direct and the other agent blocks the sender."""
-    if conversation["kind"] != ConversationKind.DIRECT:
+def _check_not_blocked_by_peer(conn: Connection, conversation_id: str, kind: str, sender_id: str) -> None:
+    """Raises Blocked when the conversation is direct and the other agent blocks the sender."""
+    if kind != ConversationKind.DIRECT:
         return
-    peer_id = conversation_queries.peer_of(conn, conversation["id"], sender_id)
-    if peer_id is not None and block_queries.blocks_agent(conn, peer_id, sender_id):
+    if block_queries.blocked_by_other_member(conn, conversation_id, sender_id):
         raise Blocked("the other agent does not accept messages from you")
 
 
@@ -113,14 +113,14 @@ class MessageService:
             else:
                 assert params.conversation_id is not None
                 conversation_id = params.conversation_id
-            conversation, member = require_member(conn, conversation_id, caller_id)
+            kind, joined_seq = require_current_member(conn, conversation_id, caller_id)
             if params.client_msg_id is not None:
                 first = message_queries.find_by_client_msg_id(conn, conversation_id, caller_id, params.client_msg_id)
                 if first is not None:
                     return message_of(first), deliveries
-            _check_not_blocked_by_peer(conn, conversation, caller_id)
+            _check_not_blocked_by_peer(conn, conversation_id, kind, caller_id)
             if params.reply_to is not None:
-                self._check_reply_to(conn, params.reply_to, conversation_id, member)
+                self._check_reply_to(conn, params.reply_to, conversation_id, joined_seq)
             message = append(
                 conn, conversation_id, sender_id=caller_id, now=now, content_type=params.content_type,
                 body=params.body, metadata=params.metadata, reply_to=params.reply_to,
@@ -141,9 +141,9 @@ class MessageService:
             return await write_and_publish(self._store, self._bus, write)
 
     @staticmethod
-    def _check_reply_to(conn: Connection, reply_to: str, conversation_id: str, member: RowMapping) -> None:
+    def _check_reply_to(conn: Connection, reply_to: str, conversation_id: str, joined_seq: int) -> None:
         target = message_queries.get_message(conn, reply_to)
-        if target is None or target["conversation_id"] != conversation_id or target["seq"] < member["joined_seq"]:
+        if target is None or target["conversation_id"] != conversation_id or target["seq"] < joined_seq:
             raise InvalidRequest("reply_to must name a message of this conversation you can see",
                                  {"field": "reply_to"})
 
@@ -175,7 +175,7 @@ class MessageService:
                 raise Forbidden("only its sender may edit a message")
             if row["deleted_at"] is not None:
                 raise Conflict("the message was deleted", {"message_id": params.message_id})
-            _check_not_blocked_by_peer(conn, conversation, caller_id)
+            _check_not_blocked_by_peer(conn, conversation["id"], conversation["kind"], caller_id)
             content_type = params.content_type or ContentType(row["content_type"])
             try:
                 check_body(params.body, content_type)

@@ -19,12 +19,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, RowMapping
 
 from protocol import ids
-from protocol.conversations import ConversationInfo
+from protocol.conversations import ConversationInfo, ConversationKind
 from protocol.errors import NotFound
 from protocol.events import Event, EventType
 from protocol.members import ReadMarker
 from protocol.messages import ContentType, Message, MessageKind, SystemNotice
-from storage.queries import blocks as block_queries
 from storage.queries import conversations as conversation_queries
 from storage.queries import events as event_queries
 from storage.queries import messages as message_queries
@@ -56,6 +55,20 @@ def require_member(conn: Connection, conversation_id: str, agent_id: str) -> tup
     conversation = conversation_queries.get_conversation(conn, conversation_id)
     assert conversation is not None
     return conversation, member
+
+
+def require_current_member(conn: Connection, conversation_id: str, agent_id: str) -> tuple[ConversationKind, int]:
+    """`require_member` in one light query, for the send path: the conversation's kind and the
+    member's `joined_seq`.
+
+    Raises:
+        NotFound: as `require_member`.
+    """
+    found = conversation_queries.current_membership(conn, conversation_id, agent_id)
+    if found is None:
+        raise conversation_not_found(conversation_id)
+    kind, joined_seq = found
+    return ConversationKind(kind), joined_seq
 
 
 def can_see(member: RowMapping, message: RowMapping, blocked_sender: bool) -> bool:
@@ -100,9 +113,7 @@ def recipients(
     conn: Connection, conversation_id: str, *, seq: int | None = None, sender_id: str | None = None
 ) -> list[str]:
     """Who an event in the conversation is delivered to (see the module docstring)."""
-    members = conversation_queries.active_member_ids(conn, conversation_id, seen_seq=seq)
-    excluded = block_queries.blocking(conn, members, conversation_id=conversation_id, agent_id=sender_id)
-    return [agent_id for agent_id in members if agent_id not in excluded]
+    return conversation_queries.unblocked_member_ids(conn, conversation_id, seen_seq=seq, blocked_agent_id=sender_id)
 
 
 def emit(

@@ -1,12 +1,13 @@
 """Blocks: one agent blocking another agent or a conversation."""
 
 from collections.abc import Collection
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, Select, bindparam, delete, exists, or_, select
 
-from storage.schema import blocks
+from storage.schema import blocks, conversation_members
+
+from ._prepared import Prepared
 
 
 def insert_block(conn: Connection, row: dict[str, Any]) -> None:
@@ -63,6 +64,21 @@ def blocks_agent(conn: Connection, agent_id: str, other_id: str) -> bool:
     return conn.execute(_blocks_agent, {"p_agent_id": agent_id, "p_other_id": other_id}).scalar_one()
 
 
+_blocked_by_other_member = Prepared(
+    select(exists().where(
+        conversation_members.c.conversation_id == bindparam("p_conversation_id"),
+        conversation_members.c.agent_id != bindparam("p_agent_id"),
+        blocks.c.agent_id == conversation_members.c.agent_id,
+        blocks.c.blocked_agent_id == bindparam("p_agent_id"),
+    ))
+)
+
+
+def blocked_by_other_member(conn: Connection, conversation_id: str, agent_id: str) -> bool:
+    """Whether another member (current or past) of the conversation blocks `agent_id`."""
+    return bool(_blocked_by_other_member.scalar(conn, {"p_conversation_id": conversation_id, "p_agent_id": agent_id}))
+
+
 def blocked_by(agent_id: str) -> Select[tuple[str | None]]:
     """The agents `agent_id` blocks, as a subquery for `NOT IN`."""
     return select(blocks.c.blocked_agent_id).where(
@@ -70,24 +86,3 @@ def blocked_by(agent_id: str) -> Select[tuple[str | None]]:
     )
 
 
-def blocking(
-    conn: Connection, agent_ids: Collection[str], *, agent_id: str | None = None, conversation_id: str | None = None
-) -> set[str]:
-    """Which of `agent_ids` block the agent `agent_id` or the conversation `conversation_id`."""
-    if not agent_ids or (agent_id is None and conversation_id is None):
-        return set()
-    params = {"p_agent_ids": list(agent_ids), "p_agent_id": agent_id, "p_conversation_id": conversation_id}
-    rows = conn.execute(_blocking(agent_id is not None, conversation_id is not None), params)
-    return set(rows.scalars())
-
-
-@cache
-def _blocking(by_agent: bool, by_conversation: bool) -> Select[tuple[str]]:
-    """`blocking`'s statement, built once per combination (on the send path, it runs per message)."""
-    conditions = []
-    if by_agent:
-        conditions.append(blocks.c.blocked_agent_id == bindparam("p_agent_id"))
-    if by_conversation:
-        conditions.append(blocks.c.blocked_conversation_id == bindparam("p_conversation_id"))
-    return select(blocks.c.agent_id).where(blocks.c.agent_id.in_(bindparam("p_agent_ids", expanding=True)),
-                                           or_(*conditions))

@@ -4,9 +4,11 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, exists, func, or_, select, update
 
-from storage.schema import agents, conversation_members, conversations
+from storage.schema import agents, blocks, conversation_members, conversations
+
+from ._prepared import Prepared
 
 _member_columns = (
     conversation_members.c.role,
@@ -22,20 +24,28 @@ def insert_conversation(conn: Connection, row: dict[str, Any]) -> None:
 
 # The statements of the send path are built once, with bind parameters: building a statement and
 # its cache key costs SQLAlchemy several times what SQLite then takes to run it (bench/send.py).
+# Those run for every message are `Prepared`: compiled once, run on the DBAPI cursor.
 _get_conversation = select(conversations).where(conversations.c.id == bindparam("p_id"))
-_next_seq = (
+_next_seq = Prepared(
     update(conversations).where(conversations.c.id == bindparam("p_id"))
     .values(last_seq=conversations.c.last_seq + 1).returning(conversations.c.last_seq)
 )
-_set_activity = (
+_set_activity = Prepared(
     update(conversations).where(conversations.c.id == bindparam("p_id"))
     .values(activity=bindparam("p_activity"), last_activity_at=bindparam("p_at"))
+)
+_current_membership = Prepared(
+    select(conversations.c.kind, conversation_members.c.joined_seq)
+    .join(conversation_members, conversation_members.c.conversation_id == conversations.c.id)
+    .where(conversations.c.id == bindparam("p_conversation_id"),
+           conversation_members.c.agent_id == bindparam("p_agent_id"),
+           conversation_members.c.left_at.is_(None))
 )
 _get_member = select(conversation_members).where(
     conversation_members.c.conversation_id == bindparam("p_conversation_id"),
     conversation_members.c.agent_id == bindparam("p_agent_id"),
 )
-_advance_read_marker = (
+_advance_read_marker = Prepared(
     update(conversation_members)
     .where(
         conversation_members.c.conversation_id == bindparam("p_conversation_id"),
@@ -44,16 +54,23 @@ _advance_read_marker = (
     )
     .values(last_read_seq=bindparam("p_seq"))
 )
-_active_member_ids = (
+# Current members (who joined at or before a seq) who block neither the conversation nor an agent.
+_unblocked_members = (
     select(conversation_members.c.agent_id)
-    .where(conversation_members.c.conversation_id == bindparam("p_conversation_id"),
-           conversation_members.c.left_at.is_(None))
+    .where(
+        conversation_members.c.conversation_id == bindparam("p_conversation_id"),
+        conversation_members.c.left_at.is_(None),
+        ~exists().where(
+            blocks.c.agent_id == conversation_members.c.agent_id,
+            or_(blocks.c.blocked_conversation_id == bindparam("p_conversation_id"),
+                blocks.c.blocked_agent_id == bindparam("p_blocked_agent_id")),
+        ),
+    )
     .order_by(conversation_members.c.agent_id)
 )
-_active_member_ids_seen = _active_member_ids.where(conversation_members.c.joined_seq <= bindparam("p_seen_seq"))
-_peer_of = select(conversation_members.c.agent_id).where(
-    conversation_members.c.conversation_id == bindparam("p_conversation_id"),
-    conversation_members.c.agent_id != bindparam("p_agent_id"),
+_unblocked_member_ids = Prepared(_unblocked_members)
+_unblocked_member_ids_seen = Prepared(
+    _unblocked_members.where(conversation_members.c.joined_seq <= bindparam("p_seen_seq"))
 )
 
 
@@ -72,11 +89,20 @@ def next_seq(conn: Connection, conversation_id: str) -> int:
     writer holds the database lock already), so concurrent senders are serialized on the counter
     and the sequence has neither duplicates nor holes: a rolled-back send rolls its increment back.
     """
-    return int(conn.execute(_next_seq, {"p_id": conversation_id}).scalar_one())
+    seq = _next_seq.scalar(conn, {"p_id": conversation_id})
+    assert seq is not None, f"no conversation {conversation_id!r}"
+    return int(seq)
 
 
 def set_activity(conn: Connection, conversation_id: str, activity: int, at: datetime) -> None:
-    conn.execute(_set_activity, {"p_id": conversation_id, "p_activity": activity, "p_at": at})
+    _set_activity.rowcount(conn, {"p_id": conversation_id, "p_activity": activity, "p_at": at})
+
+
+def current_membership(conn: Connection, conversation_id: str, agent_id: str) -> tuple[str, int] | None:
+    """The conversation's `kind` and the member's `joined_seq`, if `agent_id` is a current member
+    (the light `get_member` + `get_conversation` of the send path)."""
+    row = _current_membership.first(conn, {"p_conversation_id": conversation_id, "p_agent_id": agent_id})
+    return None if row is None else (row[0], int(row[1]))
 
 
 def update_conversation(conn: Connection, conversation_id: str, values: dict[str, Any]) -> None:
@@ -103,9 +129,8 @@ def update_member(conn: Connection, conversation_id: str, agent_id: str, values:
 
 def advance_read_marker(conn: Connection, conversation_id: str, agent_id: str, seq: int) -> bool:
     """Move the member's read marker up to `seq`; False when it already was there or beyond."""
-    result = conn.execute(_advance_read_marker, {"p_conversation_id": conversation_id, "p_agent_id": agent_id,
-                                                 "p_seq": seq})
-    return result.rowcount == 1
+    params = {"p_conversation_id": conversation_id, "p_agent_id": agent_id, "p_seq": seq}
+    return _advance_read_marker.rowcount(conn, params) == 1
 
 
 def active_members(conn: Connection, conversation_id: str) -> list[RowMapping]:
@@ -120,12 +145,14 @@ def active_members(conn: Connection, conversation_id: str) -> list[RowMapping]:
     )
 
 
-def active_member_ids(conn: Connection, conversation_id: str, *, seen_seq: int | None = None) -> list[str]:
-    """Current members' ids; with `seen_seq`, only those who joined at or before that seq."""
+def unblocked_member_ids(
+    conn: Connection, conversation_id: str, *, seen_seq: int | None = None, blocked_agent_id: str | None = None
+) -> list[str]:
+    """Current members (with `seen_seq`, those who joined at or before it), less the members who block the conversation or (if given) `blocked_agent_id`."""
+    params = {"p_conversation_id": conversation_id, "p_blocked_agent_id": blocked_agent_id}
     if seen_seq is None:
-        return list(conn.execute(_active_member_ids, {"p_conversation_id": conversation_id}).scalars())
-    params = {"p_conversation_id": conversation_id, "p_seen_seq": seen_seq}
-    return list(conn.execute(_active_member_ids_seen, params).scalars())
+        return _unblocked_member_ids.column(conn, params)
+    return _unblocked_member_ids_seen.column(conn, {**params, "p_seen_seq": seen_seq})
 
 
 def count_active_members(conn: Connection, conversation_id: str) -> int:
@@ -164,11 +191,6 @@ def peers_of(conn: Connection, conversation_ids: Collection[str], agent_id: str)
     ):
         peers.setdefault(conversation_id, peer_id)
     return peers
-
-
-def peer_of(conn: Connection, conversation_id: str, agent_id: str) -> str | None:
-    """The other member of a direct conversation."""
-    return conn.execute(_peer_of, {"p_conversation_id": conversation_id, "p_agent_id": agent_id}).scalars().first()
 
 
 def list_for_agent(

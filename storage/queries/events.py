@@ -8,6 +8,8 @@ from sqlalchemy import Connection, RowMapping, func, select, update
 
 from storage.schema import deliveries, events
 
+from ._prepared import Prepared
+
 EVENT_APPEND_LOCK: Final = 0x70617231  # "par1": the advisory lock that orders event appends
 """A transaction-scoped PostgreSQL advisory lock key; any constant no other code uses."""
 
@@ -22,10 +24,16 @@ def serialize_appends(conn: Connection) -> None:
     any row lock, so transactions always lock in the same order and cannot deadlock.
     """
     if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_advisory_xact_lock(EVENT_APPEND_LOCK)))
+        _serialize_appends.scalar(conn, {})
 
 
-_insert_event = events.insert()  # built once: see storage/queries/conversations.py
+# Prepared: they run for every message sent (see storage/queries/_prepared.py).
+_serialize_appends = Prepared(select(func.pg_advisory_xact_lock(EVENT_APPEND_LOCK)))
+_insert_event = Prepared(
+    events.insert().returning(events.c.id),
+    column_keys=("type", "conversation_id", "message_id", "payload", "created_at"),
+)
+_insert_deliveries = Prepared(deliveries.insert(), column_keys=("agent_id", "event_id"))
 
 
 def insert_event(
@@ -33,15 +41,13 @@ def insert_event(
     created_at: datetime,
 ) -> int:
     """Append one event; return its cursor."""
-    result = conn.execute(_insert_event, {"type": type, "conversation_id": conversation_id, "message_id": message_id,
-                                          "payload": payload, "created_at": created_at})
-    assert result.inserted_primary_key is not None
-    return int(result.inserted_primary_key[0])
+    return int(_insert_event.scalar(conn, {"type": type, "conversation_id": conversation_id,
+                                           "message_id": message_id, "payload": payload, "created_at": created_at}))
 
 
 def insert_deliveries(conn: Connection, event_id: int, agent_ids: Collection[str]) -> None:
     if agent_ids:
-        conn.execute(deliveries.insert(), [{"agent_id": agent_id, "event_id": event_id} for agent_id in agent_ids])
+        _insert_deliveries.execute_many(conn, [{"agent_id": agent_id, "event_id": event_id} for agent_id in agent_ids])
 
 
 def list_for_agent(conn: Connection, agent_id: str, *, after: int, limit: int) -> list[RowMapping]:

@@ -7,14 +7,15 @@ from sqlalchemy import ColumnElement, Connection, RowMapping, and_, func, or_, s
 
 from storage.schema import conversation_members, conversations, messages
 
+from ._prepared import Prepared
 from .blocks import blocked_by
 
-
-_insert_message = messages.insert()
+_insert_message = Prepared(messages.insert(), column_keys=[column.key for column in messages.columns])
 
 
 def insert_message(conn: Connection, row: dict[str, Any]) -> None:
-    conn.execute(_insert_message, row)  # built once: see storage/queries/conversations.py
+    """`row` has every column (prepared: it runs for every message sent)."""
+    _insert_message.execute(conn, row).close()
 
 
 def get_message(conn: Connection, message_id: str) -> RowMapping | None:
