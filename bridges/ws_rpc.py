@@ -2,30 +2,36 @@
 
 A connection authenticates with `Authorization: Bearer` at the upgrade (a refused credential gets
 HTTP 401 and no connection) or with an `auth.authenticate` call within a few seconds of connecting.
-The credential is checked again on every call, so a revoked key or a suspended agent stops working
-at once on open connections too.
+The credential is checked again on every call and every batch of pushed events, so a revoked key or
+a suspended agent stops working at once on open connections too; that check is a comparison unless
+some credential changed since the last one (`Hub.still_valid`).
 
 One task reads frames, each request runs in its own task (at most `ws_max_in_flight` at once, so a
-client that floods requests is simply read more slowly), and one task writes. Outbound frames wait
-in a bounded queue: a client that does not read its responses is disconnected with 1013 rather than
-holding memory or slowing anyone else. A frame over the size limit closes the connection with 1009.
+client that floods requests is simply read more slowly), and a writer task runs while frames wait to
+go out. Outbound frames wait in a bounded queue: a client that does not read its responses is
+disconnected with 1013 rather than holding memory or slowing anyone else. A frame over the size
+limit closes the connection with 1009. The reading task also keeps the connection's timers (the
+heartbeat every `ws_heartbeat_seconds`, the authentication deadline) while it waits for a frame, so
+an idle connection is one task: at ten thousand connections, tasks are most of the memory.
 
 `events.subscribe` {after} starts the caller's event stream (`hub.services.events.EventStream`:
 replay after the cursor, then live): events go out as `event` notifications from a task of their
-own. A subscriber that falls further behind than the bus buffers is closed with 1013 and a reason
-naming the cursor to resume after.
+own, as many as are ready per wake-up. A subscriber that falls further behind than the bus buffers
+is closed with 1013 and a reason naming the cursor to resume after.
 """
 
 import json
 import logging
-from collections import OrderedDict
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+import math
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.responses import JSONResponse
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from pydantic import ValidationError
@@ -34,6 +40,7 @@ from hub.bus import SubscriberLagged
 from hub.core import Hub, validation_details
 from hub.principal import Principal
 from hub.services.events import EventStream
+from hub.services.identity import Verified
 from protocol import jsonrpc, websocket as ws_protocol
 from protocol.errors import Conflict, HubError, InvalidRequest
 from protocol.events import EVENT_NOTIFICATION, SUBSCRIBE_METHOD, Event, SubscribeResult
@@ -47,6 +54,8 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT = 2.0
 SLOW_CONSUMER_METRIC = "parley_ws_slow_consumer_disconnects"
 """How many connections were closed with 1013 because their client did not read (a /metrics gauge)."""
+EVENT_BATCH: Final = 64
+"""Events written per wake-up of a stream, under one credential check and one turn at sending."""
 
 
 class EventFrames:
@@ -88,36 +97,40 @@ class WebSocketSession:
         self._settings = hub.settings
         self._address = address_of(websocket.client)
         self._credential: str | None = None
+        self._verified: Verified | None = None
         self._close_with: tuple[int, str] | None = None
-        self._outbound_send: MemoryObjectSendStream[str]
-        self._outbound_receive: MemoryObjectReceiveStream[str]
-        self._outbound_send, self._outbound_receive = anyio.create_memory_object_stream[str](
-            max_buffer_size=self._settings.ws_outbound_queue
-        )
-        self._in_flight = anyio.Semaphore(self._settings.ws_max_in_flight)
+        self._outbound: deque[str] | None = None
+        """Frames waiting for the writer task; None when no writer runs."""
+        self._next_heartbeat = math.inf
+        self._auth_deadline = math.inf
+        self._in_flight = 0
+        self._slot_freed: anyio.Event | None = None
+        """Set when a request ends while the reading task waits for room (at `ws_max_in_flight`)."""
         self._tasks: TaskGroup | None = None
         # Events are written by their own task, not through the outbound queue: a slow reader then
         # holds back the event stream (whose bus buffer overflows and ends it with a resume cursor)
         # without filling the queue that responses and heartbeats use.
-        self._send_lock = anyio.Lock()
+        self._sender_busy = False
+        self._sender_free: anyio.Event | None = None
+        """Set when a writer is done while the other waits for its turn (see `_sending`)."""
         self._streaming = False
 
     async def run(self) -> None:
         try:
             credential = credential_from(self._ws.headers)
             if credential is not None:
-                await self._hub.authenticate(credential, self._address)
+                self._verified = await self._hub.verify(credential, self._address)
         except HubError as error:
             await self._refuse(error)
             return
         self._credential = credential
         await self._ws.accept()
+        now = anyio.current_time()
+        self._next_heartbeat = now + self._settings.ws_heartbeat_seconds
+        if self._credential is None:
+            self._auth_deadline = now + self._settings.ws_auth_timeout_seconds
         async with anyio.create_task_group() as tg:
             self._tasks = tg
-            tg.start_soon(self._write_loop)
-            tg.start_soon(self._heartbeat_loop)
-            if self._credential is None:
-                tg.start_soon(self._authentication_deadline)
             await self._read_loop(tg)
             tg.cancel_scope.cancel()
         if self._close_with is not None:
@@ -147,52 +160,108 @@ class WebSocketSession:
 
     async def _read_loop(self, tg: TaskGroup) -> None:
         limit = self._settings.max_frame_bytes
-        while True:
-            try:
-                message = await self._ws.receive()
-            except WebSocketDisconnect:
-                return
-            if message["type"] == "websocket.disconnect":
-                return
+        while (message := await self._receive()) is not None:
             payload: str | bytes = message.get("text") or message.get("bytes") or b""
             # In bytes: a server's own limit may count the characters of a text frame.
             if len(payload.encode() if isinstance(payload, str) else payload) > limit:
                 self._close(ws_protocol.MESSAGE_TOO_BIG, f"frames are limited to {limit} bytes")
                 return
-            await self._in_flight.acquire()
+            await self._take_slot()
             tg.start_soon(self._handle, payload)
+
+    async def _receive(self) -> Message | None:
+        """The client's next frame (None once it has gone), keeping the timers while waiting for it."""
+        while True:
+            with anyio.CancelScope(deadline=min(self._next_heartbeat, self._auth_deadline)):
+                try:
+                    message = await self._ws.receive()
+                except WebSocketDisconnect:
+                    return None
+                return None if message["type"] == "websocket.disconnect" else message
+            self._on_timer()
+
+    def _on_timer(self) -> None:
+        now = anyio.current_time()
+        if now >= self._auth_deadline:
+            self._auth_deadline = math.inf
+            if self._credential is None:
+                self._close(ws_protocol.UNAUTHORIZED, f"authenticate within {self._settings.ws_auth_timeout_seconds:g}s")
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self._settings.ws_heartbeat_seconds
+            self._enqueue(jsonrpc.notification(ws_protocol.HEARTBEAT_METHOD, {"time": self._hub.clock.now().isoformat()}))
 
     async def _handle(self, payload: str | bytes) -> None:
         try:
             response = await self._framing.respond(payload, self._execute)
         finally:
-            self._in_flight.release()
+            self._release_slot()
         if response is not None:
             self._enqueue(response)
 
+    async def _take_slot(self) -> None:
+        """Wait for room among the requests in flight. A counter, not a semaphore: the reading task
+        is the only waiter, and an idle connection then holds no wait queue."""
+        while self._in_flight >= self._settings.ws_max_in_flight:
+            self._slot_freed = anyio.Event()
+            await self._slot_freed.wait()
+        self._in_flight += 1
+
+    def _release_slot(self) -> None:
+        self._in_flight -= 1
+        if self._slot_freed is not None:
+            self._slot_freed.set()
+            self._slot_freed = None
+
     def _enqueue(self, frame: dict[str, Any] | list[dict[str, Any]]) -> None:
-        try:
-            self._outbound_send.send_nowait(json.dumps(frame, separators=(",", ":")))
-        except anyio.WouldBlock:
+        """Queue a frame for the writer task, starting one (with a fresh queue) if none runs."""
+        if self._outbound is None:
+            self._outbound = deque()
+            assert self._tasks is not None
+            self._tasks.start_soon(self._write_queued, self._outbound)
+        elif len(self._outbound) >= self._settings.ws_outbound_queue:
             self._close(ws_protocol.TRY_AGAIN_LATER, "outbound queue full: the client is not reading; reconnect")
+            return
+        self._outbound.append(json.dumps(frame, separators=(",", ":")))
 
-    async def _write_loop(self) -> None:
-        async for text in self._outbound_receive:
-            async with self._send_lock:
-                await self._ws.send_text(text)
+    @asynccontextmanager
+    async def _sending(self) -> AsyncIterator[None]:
+        """One writer at a time: the response writer or the event pump. A flag, and an event only
+        while one waits, rather than an anyio.Lock, which holds a wait queue even when free: on every
+        idle connection, of which there may be ten thousand."""
+        while self._sender_busy:
+            if self._sender_free is None:
+                self._sender_free = anyio.Event()
+            await self._sender_free.wait()
+        self._sender_busy = True
+        try:
+            yield
+        finally:
+            self._sender_busy = False
+            if self._sender_free is not None:
+                self._sender_free.set()
+                self._sender_free = None
 
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await anyio.sleep(self._settings.ws_heartbeat_seconds)
-            self._enqueue(jsonrpc.notification(ws_protocol.HEARTBEAT_METHOD, {"time": self._hub.clock.now().isoformat()}))
-
-    async def _authentication_deadline(self) -> None:
-        await anyio.sleep(self._settings.ws_auth_timeout_seconds)
-        if self._credential is None:
-            self._close(ws_protocol.UNAUTHORIZED, f"authenticate within {self._settings.ws_auth_timeout_seconds:g}s")
+    async def _write_queued(self, queue: deque[str]) -> None:
+        """Write the queued frames, then end and drop the queue: an idle connection holds neither."""
+        try:
+            while queue:
+                text = queue.popleft()
+                async with self._sending():
+                    await self._ws.send_text(text)
+        finally:
+            self._outbound = None
 
     async def _caller(self) -> Principal:
-        return await self._hub.authenticate(self._credential, self._address)
+        """The caller, authenticated again only when a credential may have changed or expired since."""
+        credential = self._credential
+        if credential is None:
+            return Principal.anonymous(self._address)
+        if self._verified is not None and self._hub.still_valid(self._verified):
+            return self._verified.principal
+        verified = await self._hub.verify(credential, self._address)
+        if credential == self._credential:  # not replaced by `auth.authenticate` meanwhile
+            self._verified = verified
+        return verified.principal
 
     async def _execute(self, request: Request) -> Any:
         if request.method == ws_protocol.AUTHENTICATE_METHOD:
@@ -206,9 +275,10 @@ class WebSocketSession:
             token = AuthenticateParams.model_validate(params).token
         except ValidationError as error:
             raise InvalidRequest("invalid params for auth.authenticate", validation_details(error)) from None
-        principal = await self._hub.authenticate(token, self._address)
+        verified = await self._hub.verify(token, self._address)
+        principal = verified.principal
         assert principal.agent_id is not None and principal.handle is not None
-        self._credential = token
+        self._credential, self._verified = token, verified
         return AuthenticateResult(
             agent_id=principal.agent_id, handle=principal.handle, scopes=sorted(principal.scopes),
             expires_at=principal.expires_at,
@@ -234,12 +304,13 @@ class WebSocketSession:
         async with stream as events:
             task_status.started(SubscribeResult(after=events.start).model_dump(mode="json"))
             try:
-                async for event in events:
-                    # Checked per event, as per call: a revoked key or a suspension ends the stream at once.
+                while True:
+                    batch = await events.next_batch(EVENT_BATCH)
+                    # Checked per batch, as per call: a revoked key or a suspension ends the stream at once.
                     await self._caller()
-                    frame = _event_frames.frame(event)
-                    async with self._send_lock:
-                        await self._ws.send_text(frame)
+                    async with self._sending():
+                        for event in batch:
+                            await self._ws.send_text(_event_frames.frame(event))
             except SubscriberLagged as lag:
                 reason = f"too slow for live events; resume after cursor {lag.last_cursor}"
                 self._close(ws_protocol.TRY_AGAIN_LATER, reason)

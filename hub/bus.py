@@ -14,13 +14,14 @@ nodes can arrive late or out of order there, so it says `delivers_in_order = Fal
 subscribers treat each event as word that the store has news for them.
 """
 
+from collections import deque
 from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+import anyio.lowlevel
 
 from protocol.events import Event
 
@@ -37,7 +38,20 @@ class Subscription(Protocol):
     agent_id: str
 
     async def receive(self) -> Event:
-        """The next event published for this agent, in cursor order.
+        """The next event published for this agent, in cursor order (`wait`, then `receive_nowait`).
+
+        Raises:
+            SubscriberLagged: the buffer overflowed; the subscription is over.
+        """
+        ...
+
+    def receive_nowait(self) -> Event | None:
+        """The next event published for this agent, in cursor order; None when none is buffered
+        (or the subscription is over: `wait` says so)."""
+        ...
+
+    async def wait(self) -> None:
+        """Return once `receive_nowait` has an event. Always yields to the event loop once.
 
         Raises:
             SubscriberLagged: the buffer overflowed; the subscription is over.
@@ -66,43 +80,58 @@ class BusStatistics:
 
 
 class _LocalSubscription:
+    """A bounded buffer with one reader. Lighter than a memory object stream, which matters at one
+    subscription per connection and one offer per delivery: the publisher appends and wakes the
+    reader if it waits; a reader that has events buffered takes them all without waiting."""
+
     def __init__(self, agent_id: str, buffer_size: int) -> None:
         self.agent_id = agent_id
         self.lagging = False
-        self._send: MemoryObjectSendStream[Event]
-        self._receive: MemoryObjectReceiveStream[Event]
-        self._send, self._receive = anyio.create_memory_object_stream[Event](max_buffer_size=buffer_size)
+        self._limit = buffer_size
+        self._buffer: deque[Event] = deque()
+        self._wakeup: anyio.Event | None = None
+        self._closed = False
 
     def offer(self, event: Event) -> bool:
         """Buffer `event`; False (and the subscription ends) when the buffer is full."""
-        if self.lagging:
+        if self.lagging or self._closed:
             return True
-        try:
-            self._send.send_nowait(event)
-        except anyio.WouldBlock:
+        if len(self._buffer) >= self._limit:
             self.lagging = True
-            self._send.close()
-            return False
-        except anyio.BrokenResourceError:  # the subscriber has gone
-            pass
-        return True
+            # A lagging subscription ends at once rather than handing out a backlog it will not finish.
+            self._buffer.clear()
+        else:
+            self._buffer.append(event)
+        if self._wakeup is not None:
+            self._wakeup.set()
+        return not self.lagging
 
     async def receive(self) -> Event:
-        # A lagging subscription ends at once rather than handing out a backlog it will not finish.
+        await self.wait()
+        return self._buffer.popleft()
+
+    def receive_nowait(self) -> Event | None:
+        return self._buffer.popleft() if self._buffer else None
+
+    async def wait(self) -> None:
+        if self._buffer or self.lagging:
+            await anyio.lowlevel.checkpoint()
+        while not self._buffer and not self.lagging:
+            self._wakeup = anyio.Event()
+            try:
+                await self._wakeup.wait()
+            finally:
+                self._wakeup = None
         if self.lagging:
             raise SubscriberLagged()
-        try:
-            return await self._receive.receive()
-        except anyio.EndOfStream:
-            raise SubscriberLagged() from None
 
     def close(self) -> None:
-        self._send.close()
-        self._receive.close()
+        self._closed = True
+        self._buffer.clear()
 
 
 class LocalEventBus:
-    """The in-process bus: a bounded memory stream per subscription."""
+    """The in-process bus: a bounded buffer per subscription."""
 
     delivers_in_order = True
 

@@ -30,7 +30,7 @@ from .services.blocks import BlockService
 from .services.conversations import ConversationService
 from .services.credential_state import CredentialState
 from .services.events import EventService, EventStream
-from .services.identity import IdentityService
+from .services.identity import IdentityService, Verified
 from .services.messages import MessageService
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,14 @@ class Hub:
         if not credential:
             return Principal.anonymous(address)
         return await self.services.identity.authenticate(credential, address)
+
+    async def verify(self, credential: str, address: str) -> Verified:
+        """`authenticate` for a connection that keeps its caller: see `IdentityService.verify`."""
+        return await self.services.identity.verify(credential, address)
+
+    def still_valid(self, verified: Verified) -> bool:
+        """Whether a connection may keep trusting `verified` without authenticating again."""
+        return self.services.identity.still_valid(verified)
 
     def operation(self, name: str) -> Operation:
         try:

@@ -6,6 +6,9 @@ This cache answers "is this token still good?" without a query per request; the 
 change either call `forget` / `end_sessions` after their write commits. With several nodes,
 `hub.cluster` sets `tell_peers` so the other nodes drop the same entries (`apply`), and calls
 `reload` when it may have missed such news.
+
+`generation` counts those changes, so a long-lived connection can tell cheaply that nothing that
+could end its credential has happened since it last authenticated (`IdentityService.still_valid`).
 """
 
 from collections import OrderedDict
@@ -40,7 +43,8 @@ class CredentialState:
         self._ttl = timedelta(seconds=access_token_ttl)
         self._agents: OrderedDict[str, AgentCredentialState] = OrderedDict()
         self._ended_sessions: dict[str, datetime] = {}
-        self._forgotten = 0  # counts `apply`s that forgot agents, so a read racing one is not cached
+        self.generation = 0
+        """Bumped by every change taken (`apply`, `reload`): a read or a check that began before a bump may predate it."""
         self.tell_peers: Callable[[Sequence[str], Sequence[str]], None] | None = None
         """Tells the other nodes (agent ids, ended session ids); None on a single node."""
 
@@ -53,9 +57,9 @@ class CredentialState:
     async def agent(self, agent_id: str) -> AgentCredentialState | None:
         state = self._agents.get(agent_id)
         if state is None:
-            forgotten = self._forgotten
+            generation = self.generation
             state = await self._store.read(lambda conn: _read_state(conn, agent_id))
-            if state is None or forgotten != self._forgotten:
+            if state is None or generation != self.generation:
                 return state  # a change committed meanwhile: this read may predate it
             self._agents[agent_id] = state
             if len(self._agents) > MAX_CACHED_AGENTS:
@@ -64,7 +68,7 @@ class CredentialState:
 
     async def reload(self) -> None:
         """Drop every cached agent and re-read the ended sessions: news from other nodes may be lost."""
-        self._forgotten += 1
+        self.generation += 1
         self._agents.clear()
         await self.load()
 
@@ -80,8 +84,7 @@ class CredentialState:
 
     def apply(self, agent_ids: Sequence[str], session_ids: Sequence[str]) -> None:
         """Take a change made here or on another node: forget the agents, remember the ended sessions."""
-        if agent_ids:
-            self._forgotten += 1
+        self.generation += 1
         for agent_id in agent_ids:
             self._agents.pop(agent_id, None)
         now = self._clock.now()

@@ -2,9 +2,10 @@
 
 The live stream is the replay-to-live handoff of DESIGN §9, done in this order so nothing falls in
 between: subscribe to the bus first (events committed from then on are buffered), replay from the
-store everything after the client's cursor, then hand out the buffered and live events, skipping
-any the replay already returned (cursors only grow, so "skip up to the last cursor handed out" is
-exact). Each event is handed out once, in cursor order, with no gap.
+store everything after the client's cursor (until a page comes back short: that was the end of the
+store, and whatever was committed after it is on the bus), then hand out the buffered and live
+events, skipping any the replay already returned (cursors only grow, so "skip up to the last cursor
+handed out" is exact). Each event is handed out once, in cursor order, with no gap.
 
 On a bus that does not deliver in order (several nodes), an event newer than the last one handed
 out only says the store has news: the stream reads the store again, which has every committed
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 import anyio
+import anyio.lowlevel
 from sqlalchemy import Connection
 
 from protocol.errors import InvalidRequest
@@ -45,7 +47,8 @@ class EventStream:
     """One agent's events after a cursor: replayed from the store, then live from the bus.
 
     Iterating raises `SubscriberLagged` (with the last cursor handed out) when the subscriber fell
-    further behind than the bus buffers; it should resume from that cursor.
+    further behind than the bus buffers; it should resume from that cursor. `next_batch` hands out
+    what is ready in one go, for a transport that writes several events per wake-up.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class EventStream:
         self._subscription = subscription
         self._agent_id = agent_id
         self._replaying = True
+        """The next events come from the store (`_page`), not from the bus."""
         self._bus_in_order = bus_in_order
         self._page: deque[Event] = deque()
 
@@ -65,27 +69,56 @@ class EventStream:
         return self
 
     async def __anext__(self) -> Event:
-        while True:
-            if self._replaying:
-                if not self._page:
-                    page = await self._store.read(self._replay_page)
-                    if not page:
-                        self._replaying = False  # caught up with the store; the buffer holds the rest
-                        continue
-                    self._page.extend(page)
-                event = self._page.popleft()
-            else:
-                try:
-                    event = await self._subscription.receive()
-                except SubscriberLagged:
-                    raise SubscriberLagged(self.position) from None
-                if event.cursor <= self.position:
-                    continue  # the replay returned it already
-                if not self._bus_in_order:
-                    self._replaying = True  # an event from another node may precede it
-                    continue
-            self.position = event.cursor
+        """The next event, waiting for it. Yields to the event loop once even when one is ready, so a
+        busy stream lets other tasks run."""
+        if (event := self.next_ready()) is not None:
+            # Not cancellable here: an event taken but never returned would leave `position` past it.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
             return event
+        while (event := self.next_ready()) is None:
+            await self._wait()
+        return event
+
+    async def next_batch(self, limit: int) -> list[Event]:
+        """The next event (waiting for it) and up to `limit - 1` more that are ready, in order."""
+        batch = [await self.__anext__()]
+        while len(batch) < limit and (event := self.next_ready()) is not None:
+            batch.append(event)
+        return batch
+
+    def next_ready(self) -> Event | None:
+        """The next event if it can be handed out without waiting, else None."""
+        if self._page:
+            return self._hand_out(self._page.popleft())
+        if self._replaying:
+            return None
+        while (event := self._subscription.receive_nowait()) is not None:
+            if event.cursor <= self.position:
+                continue  # the replay returned it already
+            if not self._bus_in_order:
+                self._replaying = True  # an event from another node may precede it: read the store
+                return None
+            return self._hand_out(event)
+        return None
+
+    def _hand_out(self, event: Event) -> Event:
+        self.position = event.cursor
+        return event
+
+    async def _wait(self) -> None:
+        """Read the next page of the replay, or wait for the bus."""
+        if self._replaying:
+            page = await self._store.read(self._replay_page)
+            self._page.extend(page)
+            # A short page is the end of the store when it was read; anything committed later was
+            # committed after subscribing, so the bus has it. (Waiting for an empty page instead
+            # would chase the store for as long as events keep coming.)
+            self._replaying = len(page) == REPLAY_PAGE
+            return
+        try:
+            await self._subscription.wait()
+        except SubscriberLagged:
+            raise SubscriberLagged(self.position) from None
 
     def _replay_page(self, conn: Connection) -> list[Event]:
         return _read_page(conn, self._agent_id, self.position, REPLAY_PAGE)

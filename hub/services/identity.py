@@ -75,6 +75,24 @@ class _Session:
     family_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A credential found good, for a connection that needs its caller on every call and pushed event."""
+
+    principal: Principal
+    generation: int
+    """`CredentialState.generation` before the check: a later change to any credential makes this stale."""
+    recheck_at: float
+    """`Clock.monotonic()` time at which to authenticate again anyway: the credential's expiry, and for
+    an API key at least as often as its `last_used_at` is kept (a connection keeps using it)."""
+
+
+def _granted(scopes: frozenset[Scope], is_admin: bool) -> frozenset[Scope]:
+    """The scopes a credential grants: `admin` only to an admin. `scopes` itself when nothing is
+    taken away, so the principals of one token (one per open connection) share one set."""
+    return scopes - {Scope.ADMIN} if Scope.ADMIN in scopes and not is_admin else scopes
+
+
 def _key_info(row: Mapping[str, Any]) -> ApiKeyInfo:
     return ApiKeyInfo(
         key_id=row["id"],
@@ -130,13 +148,32 @@ class IdentityService:
             address=address,
             agent_id=claims.agent_id,
             handle=state.handle,
-            scopes=claims.scopes if state.is_admin else claims.scopes - {Scope.ADMIN},
+            scopes=_granted(claims.scopes, state.is_admin),
             is_admin=state.is_admin,
             kind="access_token",
             key_id=claims.key_id,
             session_id=claims.session_id,
             expires_at=claims.expires_at,
         )
+
+    async def verify(self, credential: str, address: str) -> Verified:
+        """`authenticate`, remembering enough to tell later, without a lookup, that it still holds.
+
+        Raises:
+            Unauthorized, Forbidden: see `authenticate`.
+        """
+        generation = self._state.generation
+        principal = await self.authenticate(credential, address)
+        valid_for = LAST_USED_RESOLUTION
+        if principal.expires_at is not None:
+            valid_for = min(valid_for, principal.expires_at - self._clock.now())
+        return Verified(principal, generation, self._clock.monotonic() + valid_for.total_seconds())
+
+    def still_valid(self, verified: Verified) -> bool:
+        """True while nothing that can end a credential (revocation, suspension, logout, a peer's
+        notice) has happened since `verified` was checked and it has not expired: the caller may be
+        trusted without authenticating again. False means only "check again"."""
+        return verified.generation == self._state.generation and self._clock.monotonic() < verified.recheck_at
 
     async def _authenticate_api_key(self, credential: str, address: str) -> Principal:
         row = await self._live_api_key(credential)
@@ -153,7 +190,7 @@ class IdentityService:
             address=address,
             agent_id=row["agent_id"],
             handle=state.handle,
-            scopes=scopes if state.is_admin else scopes - {Scope.ADMIN},
+            scopes=_granted(scopes, state.is_admin),
             is_admin=state.is_admin,
             kind="api_key",
             key_id=row["id"],
@@ -470,11 +507,13 @@ class IdentityService:
         return KeyList(items=[_key_info(row) for row in rows])
 
     async def revoke_key(self, caller: Principal, key_id: str) -> ApiKeyInfo:
+        assert caller.agent_id is not None
+        agent_id = caller.agent_id
         now = self._clock.now()
 
         def write(conn: Connection) -> tuple[ApiKeyInfo, list[str]]:
             row = credential_queries.get_api_key(conn, key_id)
-            if row is None or row["agent_id"] != caller.agent_id:
+            if row is None or row["agent_id"] != agent_id:
                 raise NotFound(f"no API key {key_id!r}")
             credential_queries.revoke_api_key(conn, key_id, now)
             ended = credential_queries.revoke_families(conn, now, api_key_id=key_id)
@@ -483,6 +522,9 @@ class IdentityService:
             return _key_info(fresh), ended
 
         info, ended = await self._store.write(write)
+        # The key itself may be open on connections (here and on other nodes) that trust it until
+        # the credential state changes; forgetting its agent is that change, even with no session to end.
+        self._state.forget(agent_id)
         self._state.end_sessions(ended)
         return info
 
