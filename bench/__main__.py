@@ -2,11 +2,10 @@
 
     .venv/bin/python -m bench [--quick] [--backend asyncio|trio|both]     # or: make bench ARGS=--quick
 
-Options are passed to every scenario. A scenario whose module does not exist (yet) is skipped; one
-that fails is reported and the others still run; the exit status says whether all passed.
+Options are passed to every scenario. A scenario that fails is reported and the others still run;
+the exit status says whether all passed.
 """
 
-import importlib.util
 import subprocess
 import sys
 from typing import Final
@@ -19,9 +18,6 @@ def main() -> int:
     failed = []
     for name in SCENARIOS:
         module = f"bench.{name}"
-        if importlib.util.find_spec(module) is None:
-            print(f"== {module}: not written yet, skipped", flush=True)
-            continue
         print(f"== {module}", flush=True)
         if subprocess.run([sys.executable, "-m", module, *sys.argv[1:]]).returncode != 0:
             failed.append(module)
