@@ -1,7 +1,8 @@
 """MCP over streamable HTTP (issue #6, scenario 4): `send_message` and `read_messages` tool calls/s and p50/p99
 against the hub's `/mcp`, with several concurrent sessions, beside an `echo` tool on the same SDK stack as
-floor, measured in the same run (interleaved rounds). Target: hub overhead <= 25 % over the floor
-(calls/s >= 0.8 x echo, or p99 <= 1.25 x echo).
+floor, measured in the same run (interleaved rounds). Target: hub overhead <= 25 % over the floor,
+judged on throughput (calls/s >= 0.8 x echo, i.e. time per call <= 1.25 x echo's); the p99 ratio is
+reported but not judged, because the asyncio echo floor's own tail swings from 90 to 190 ms.
 
     .venv/bin/python -m bench.mcp [--backend asyncio|trio|both] [--quick] [--sessions 8] [--seconds 6]
 
@@ -138,11 +139,11 @@ def figures(backend: str, samples: dict[str, Sample], sessions: int) -> list[Fig
                   details={"sessions": sessions, "p50_ms": floor.ms(0.5), "p99_ms": floor.ms(0.99), **floor.cpu()})]
     for tool in ("send_message", "read_messages"):
         sample = samples[tool]
-        met = sample.rate >= TARGET_RATIO * floor.rate or sample.ms(0.99) <= floor.ms(0.99) / TARGET_RATIO
+        met = sample.rate >= TARGET_RATIO * floor.rate
         details = {"sessions": sessions, "calls": len(sample.latencies), "hub": sample.cpu(), "floor": floor.cpu()}
         out += [
             Figure("mcp", f"{tool} calls/s", sample.rate, "calls/s", backend, floor=floor.rate, floor_name="echo",
-                   target=">= 0.8x echo calls/s or p99 <= 1.25x echo", met=met if backend == "asyncio" else None,
+                   target=">= 0.8x echo calls/s", met=met if backend == "asyncio" else None,
                    details=details),
             Figure("mcp", f"{tool} p50", sample.ms(0.5), "ms", backend, floor=floor.ms(0.5), floor_name="echo"),
             Figure("mcp", f"{tool} p99", sample.ms(0.99), "ms", backend, floor=floor.ms(0.99), floor_name="echo"),
