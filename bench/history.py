@@ -41,7 +41,6 @@ from bench.http_floors import (
     BenchAgent,
     RawHttp,
     Sample,
-    backends,
     drive,
     expect,
     hub_process,
@@ -50,7 +49,7 @@ from bench.http_floors import (
     register,
     run_client,
 )
-from bench.report import Figure, emit, percentile
+from bench.report import Figure, add_common_options, add_load_options, backends, emit, load_plan, percentile
 from protocol.conversations import ConversationInfo, ConversationKind
 from protocol.events import Event, EventType
 from protocol.messages import ContentType, Message, MessageKind, SystemAction, SystemNotice
@@ -497,15 +496,12 @@ def figures(backend: str, samples: dict[str, Sample], sql: dict[str, list[float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
-    parser.add_argument("--quick", action="store_true", help="20,000 messages and short runs: a smoke test")
-    parser.add_argument("--seconds", type=float, help="measuring time per request kind (default 6, quick 1)")
-    parser.add_argument("--rounds", type=int, default=3)
+    add_common_options(parser)
+    add_load_options(parser)
     parser.add_argument("--store", type=Path, help="build the store here and reuse it on later runs")
-    parser.add_argument("--json", help="write the JSON record here instead of stdout")
     args = parser.parse_args()
     shape = QUICK if args.quick else FULL
-    seconds = args.seconds or (1.0 if args.quick else 6.0)
+    seconds, rounds = load_plan(args)
     if args.store:
         args.store.mkdir(parents=True, exist_ok=True)
     all_figures: list[Figure] = []
@@ -521,11 +517,11 @@ def main() -> None:
                for name, bodies in queries(built, random.Random(7)).items() if name != "auth.whoami (floor)"}
         for backend in backends(args.backend):
             with hub_process(backend, data_dir, fresh=False) as hub:
-                samples = measure(hub, built, seconds, args.rounds)
+                samples = measure(hub, built, seconds, rounds)
             all_figures += figures(backend, samples, sql, built)
     for figure in all_figures:
         figure.details["store_build_seconds"] = built.seconds
-    emit(all_figures, json_path=args.json)
+    emit(all_figures, json_path=args.json_path)
 
 
 @contextmanager

@@ -34,12 +34,12 @@ import anyio
 import h11
 import httpx
 
+from bench.clients import cpu_seconds
 from bench.report import percentile
 from tests.servers import HubServer, free_port, make_server
 
 BACKENDS: Final = ("asyncio", "trio")
 START_TIMEOUT: Final = 30.0
-CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
 # -- the client -------------------------------------------------------------------------------------------
@@ -143,12 +143,6 @@ class Sample:
                       self.server_cpu + other.server_cpu, self.client_cpu + other.client_cpu)
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """user + system CPU of process `pid` (all its threads) from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
 async def drive(port: int, server_pid: int, request: Request, *, concurrency: int, seconds: float,
                 warmup: float = 0.3) -> Sample:
     """`concurrency` connections, each sending `request` back to back for `seconds` (after a warm-up)."""
@@ -165,14 +159,14 @@ async def drive(port: int, server_pid: int, request: Request, *, concurrency: in
                 n += 1
 
         for record, span in ((False, warmup), (True, seconds)):
-            server_before, client_before = process_cpu_seconds(server_pid), time.process_time()
+            server_before, client_before = cpu_seconds(server_pid), time.process_time()
             started = time.perf_counter()
             async with anyio.create_task_group() as tg:
                 for conn in connections:
                     tg.start_soon(worker, conn, started + span, record)
             if record:
                 sample.elapsed = time.perf_counter() - started
-                sample.server_cpu = process_cpu_seconds(server_pid) - server_before
+                sample.server_cpu = cpu_seconds(server_pid) - server_before
                 sample.client_cpu = time.process_time() - client_before
     finally:
         for conn in connections:
@@ -341,10 +335,6 @@ def serve_floor(app_name: str, backend: str, port: int, canned: dict[str, Any]) 
     else:
         anyio.run(_serve_uvicorn, app, settings, "127.0.0.1", port, backend="asyncio",
                   backend_options={"use_uvloop": True})
-
-
-def backends(choice: str) -> list[str]:
-    return list(BACKENDS) if choice == "both" else [choice]
 
 
 def main() -> None:

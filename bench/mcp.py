@@ -30,7 +30,6 @@ from typing import Any, Final
 from bench.http_floors import (
     RawHttp,
     Sample,
-    backends,
     drive,
     expect,
     floor_process,
@@ -40,7 +39,7 @@ from bench.http_floors import (
     rpc,
     run_client,
 )
-from bench.report import Figure, emit
+from bench.report import Figure, add_common_options, add_load_options, backends, emit, load_plan
 from tests.servers import HubServer
 
 PROTOCOL: Final = "2025-11-25"
@@ -153,19 +152,15 @@ def figures(backend: str, samples: dict[str, Sample], sessions: int) -> list[Fig
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
-    parser.add_argument("--quick", action="store_true", help="short runs: a smoke test")
+    add_common_options(parser)
+    add_load_options(parser)
     parser.add_argument("--sessions", type=int, default=8, help="concurrent MCP sessions (one connection each)")
-    parser.add_argument("--seconds", type=float, help="measuring time per variant (default 6, quick 1)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", help="write the JSON record here instead of stdout")
     args = parser.parse_args()
-    seconds = args.seconds or (1.0 if args.quick else 6.0)
-    rounds = 1 if args.quick else args.rounds
+    seconds, rounds = load_plan(args)
     all_figures: list[Figure] = []
     for backend in backends(args.backend):
         all_figures += figures(backend, measure(backend, args.sessions, seconds, rounds), args.sessions)
-    emit(all_figures, json_path=args.json)
+    emit(all_figures, json_path=args.json_path)
 
 
 if __name__ == "__main__":

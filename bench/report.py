@@ -98,3 +98,15 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
     parser.add_argument("--json", dest="json_path", default=None, help="write the JSON record here")
+
+
+def add_load_options(parser: argparse.ArgumentParser) -> None:
+    """`--seconds` of load per variant and `--rounds` (hub and floor alternate), for `load_plan`."""
+    parser.add_argument("--seconds", type=float, help="measuring time per variant (default 6, quick 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, alternating hub and floor (quick: 1)")
+
+
+def load_plan(args: argparse.Namespace) -> tuple[float, int]:
+    """(seconds, rounds) from `add_common_options` and `add_load_options`."""
+    seconds = args.seconds or (1.0 if args.quick else 6.0)
+    return seconds, 1 if args.quick else args.rounds
