@@ -36,18 +36,14 @@ class Framing:
 
     async def respond(self, payload: str | bytes, execute: Executor) -> dict[str, Any] | list[dict[str, Any]] | None:
         """The response to send for `payload`, or None when nothing is to be sent (notifications)."""
-        too_deep = jsonrpc.envelope_error(
-            None, jsonrpc.INVALID_REQUEST,
-            InvalidRequest(f"the payload nests deeper than {self.max_depth} levels", {"max_depth": self.max_depth}),
-        )
         try:
             document = json.loads(payload)
         except RecursionError:  # nested past what the parser handles: deeper than any limit we allow
-            return too_deep
+            return self._too_deep()
         except ValueError:
             return jsonrpc.envelope_error(None, jsonrpc.PARSE_ERROR, InvalidRequest("the payload is not valid JSON"))
         if _deeper_than(document, self.max_depth):
-            return too_deep
+            return self._too_deep()
         if not isinstance(document, list):
             return await self._respond_one(document, execute)
         if not document:
@@ -65,6 +61,10 @@ class Framing:
                 tg.start_soon(run, index, item)
         answered = [response for response in responses if response is not None]
         return answered or None
+
+    def _too_deep(self) -> dict[str, Any]:
+        error = InvalidRequest(f"the payload nests deeper than {self.max_depth} levels", {"max_depth": self.max_depth})
+        return jsonrpc.envelope_error(None, jsonrpc.INVALID_REQUEST, error)
 
     async def _respond_one(self, item: Any, execute: Executor) -> dict[str, Any] | None:
         request = parse_request(item)
