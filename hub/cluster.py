@@ -40,7 +40,8 @@ from .services.timeline import event_of
 log = logging.getLogger(__name__)
 
 OUTBOX: Final = 4096
-"""Notices waiting for Redis; when it is full the oldest news is left to the catch-up."""
+"""Notices waiting for Redis; when it is full a new notice is dropped, and the catch-up (events) and a
+`reload` notice (credentials) make up for it."""
 RECONNECT_SECONDS: Final = 0.5
 PUBLISH_TIMEOUT_SECONDS: Final = 5.0
 IDLE_PING_SECONDS: Final = 5.0
