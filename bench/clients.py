@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import struct
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
@@ -295,16 +296,20 @@ async def gather_limited(coros: Iterator[Awaitable[T]] | Sequence[Awaitable[T]],
 # -- the hub -------------------------------------------------------------------------------------
 
 @contextmanager
-def running_hub(backend: str, **settings: str) -> Iterator[HubServer]:
-    """A real `parley serve` on SQLite in a temporary directory, with the tests' settings (cheap
-    argon2, generous rate limits) plus `settings` (PARLEY_* names without the prefix)."""
+def running_hub(backend: str, data_dir: Path | None = None, *, fresh: bool = True,
+                **settings: str) -> Iterator[HubServer]:
+    """A real `parley serve` on SQLite, with the tests' settings (cheap argon2, generous rate limits)
+    plus `settings` (PARLEY_* names without the prefix). In a temporary directory, or on the store in
+    `data_dir` (with `fresh=False`: an existing store, so no admin is bootstrapped)."""
     with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
-        server = make_server(backend, "sqlite", Path(tmp), **settings)
-        server.start()
+        server = make_server(backend, "sqlite", data_dir or Path(tmp), **settings)
+        server.start() if fresh else server.launch()
         try:
             yield server
         finally:
-            server.stop()
+            code = server.stop()
+            if code != 0:
+                print(f"warning: the hub exited with {code}", file=sys.stderr)
 
 
 async def register_agents(server: HubServer, count: int, stem: str = "bench") -> list[Agent]:

@@ -37,13 +37,13 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
+from bench.clients import running_hub
 from bench.http_floors import (
     BenchAgent,
     RawHttp,
     Sample,
     drive,
     expect,
-    hub_process,
     interleaved,
     json_headers,
     register,
@@ -516,7 +516,7 @@ def main() -> None:
         sql = {name: sql_floor(data_dir / "parley.db", name, bodies, built.reader["agent_id"], 2000)
                for name, bodies in queries(built, random.Random(7)).items() if name != "auth.whoami (floor)"}
         for backend in backends(args.backend):
-            with hub_process(backend, data_dir, fresh=False) as hub:
+            with running_hub(backend, data_dir, fresh=False) as hub:
                 samples = measure(hub, built, seconds, rounds)
             all_figures += figures(backend, samples, sql, built)
     for figure in all_figures:

@@ -36,7 +36,7 @@ import httpx
 
 from bench.clients import cpu_seconds
 from bench.report import percentile
-from tests.servers import HubServer, free_port, make_server
+from tests.servers import HubServer, free_port
 
 BACKENDS: Final = ("asyncio", "trio")
 START_TIMEOUT: Final = 30.0
@@ -189,20 +189,6 @@ def run_client(main: Callable[[], Awaitable[Any]]) -> Any:
 
 
 # -- the hub ---------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def hub_process(backend: str, data_dir: Path | None = None, *, fresh: bool = True) -> Iterator[HubServer]:
-    """A `parley serve` subprocess on SQLite (tests/servers.py: admin bootstrapped, generous rate limits)."""
-    with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
-        server = make_server(backend, "sqlite", data_dir or Path(tmp))
-        server.start() if fresh else server.launch()
-        try:
-            yield server
-        finally:
-            code = server.stop()
-            if code != 0:
-                print(f"warning: the hub exited with {code}", file=sys.stderr)
 
 
 def rpc(server: HubServer, method: str, params: dict[str, Any] | None = None, token: str | None = None) -> Any:

@@ -27,13 +27,13 @@ import json
 from collections.abc import Callable
 from typing import Any, Final
 
+from bench.clients import running_hub
 from bench.http_floors import (
     RawHttp,
     Sample,
     drive,
     expect,
     floor_process,
-    hub_process,
     interleaved,
     register,
     rpc,
@@ -110,7 +110,7 @@ def set_up(hub: HubServer) -> tuple[list[str | None], list[str]]:
 
 
 def measure(backend: str, sessions: int, seconds: float, rounds: int) -> dict[str, Sample]:
-    with hub_process(backend) as hub, floor_process("mcp", backend) as (floor_port, floor_pid):
+    with running_hub(backend) as hub, floor_process("mcp", backend) as (floor_port, floor_pid):
         keys, ids = set_up(hub)
         assert hub.process is not None
         hub_pid = hub.process.pid

@@ -22,13 +22,13 @@ import json
 from collections.abc import Callable
 from typing import Any, Final
 
+from bench.clients import running_hub
 from bench.http_floors import (
     RawHttp,
     Sample,
     drive,
     expect,
     floor_process,
-    hub_process,
     interleaved,
     json_headers,
     register,
@@ -81,7 +81,7 @@ def set_up(hub: HubServer) -> tuple[str, list[str], dict[str, Any]]:
 
 
 def measure(backend: str, concurrency: int, seconds: float, rounds: int) -> dict[str, Sample]:
-    with hub_process(backend) as hub:
+    with running_hub(backend) as hub:
         key, ids, canned = set_up(hub)
         headers = json_headers(key)
         assert hub.process is not None
