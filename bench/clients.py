@@ -296,14 +296,13 @@ async def gather_limited(coros: Iterator[Awaitable[T]] | Sequence[Awaitable[T]],
 # -- the hub -------------------------------------------------------------------------------------
 
 @contextmanager
-def running_hub(backend: str, data_dir: Path | None = None, *, fresh: bool = True,
-                **settings: str) -> Iterator[HubServer]:
+def running_hub(backend: str, data_dir: Path | None = None, **settings: str) -> Iterator[HubServer]:
     """A real `parley serve` on SQLite, with the tests' settings (cheap argon2, generous rate limits)
     plus `settings` (PARLEY_* names without the prefix). In a temporary directory, or on the store in
-    `data_dir` (with `fresh=False`: an existing store, so no admin is bootstrapped)."""
+    `data_dir`."""
     with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
         server = make_server(backend, "sqlite", data_dir or Path(tmp), **settings)
-        server.start() if fresh else server.launch()
+        server.launch()
         try:
             yield server
         finally:

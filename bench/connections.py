@@ -93,7 +93,8 @@ async def hub_run(backend: str, connections: int, agents: int) -> Run:
 
 async def floor_run(backend: str, connections: int) -> Run:
     with FloorServer(backend) as floor:
-        return await idle_connections(floor.url + "/echo", [None] * connections, floor.pid, lambda conn: round_trip(conn, "ping"))
+        return await idle_connections(floor.url + "/echo", [None] * connections, floor.pid,
+                                      lambda conn: round_trip(conn, "ping"))
 
 
 def figures(backend: str, hub: Run, floor: Run) -> list[Figure]:

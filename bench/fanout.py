@@ -103,7 +103,8 @@ def stamped(frame_of: Callable[[int, str], str]) -> FrameOf:
     return lambda i: frame_of(i, f"t{time.perf_counter_ns()}")
 
 
-async def max_rate(sender: WsClient, receivers: Receivers, frame_of: FrameOf, sizes: Sizes, pid: int) -> tuple[float, dict[str, float]]:
+async def max_rate(sender: WsClient, receivers: Receivers, frame_of: FrameOf, sizes: Sizes,
+                   pid: int) -> tuple[float, dict[str, float]]:
     receivers.expect(sizes.messages * sizes.members, timing=False)
     meter = ProcessMeter(pid)
     # Frames are made as they go out (not in advance), so each carries the time it was sent.

@@ -508,15 +508,15 @@ def main() -> None:
     with _store_dir(args.store) as data_dir:
         server = make_server("asyncio", "sqlite", data_dir)
         if not (data_dir / "parley.db").exists():
-            bootstrap = server.run_cli("admin", "bootstrap")  # migrates, and the hub expects an admin
-            assert bootstrap.returncode == 0, bootstrap.stderr
+            migrated = server.run_cli("migrate")
+            assert migrated.returncode == 0, migrated.stderr
         built = prepare(server, shape, args.store)
         print(f"store: {built.shape['messages']:,} messages, built in {built.seconds:.1f} s "
               f"(reader in {len(built.conversations)} conversations)")
         sql = {name: sql_floor(data_dir / "parley.db", name, bodies, built.reader["agent_id"], 2000)
                for name, bodies in queries(built, random.Random(7)).items() if name != "auth.whoami (floor)"}
         for backend in backends(args.backend):
-            with running_hub(backend, data_dir, fresh=False) as hub:
+            with running_hub(backend, data_dir) as hub:
                 samples = measure(hub, built, seconds, rounds)
             all_figures += figures(backend, samples, sql, built)
     for figure in all_figures:

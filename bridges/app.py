@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 
+from hub.clock import Clock
 from hub.config import Settings
 from hub.core import Hub
 from hub.secrets import ServerKeys
@@ -21,13 +22,16 @@ from storage import migrations
 from storage.store import Store, create_store_engine
 
 from .docs_page import docs_routes
+from .files import file_routes
 from .forwarded import TrustedProxies
+from .front_page import front_page_routes
+from .http_framing import RefuseAmbiguousFraming
 from .http_rpc import rpc_endpoint
 from .jsonrpc import Framing
 from .openapi import openapi_document
 from .rest import http_error, rest_routes
 from .sse import event_stream
-from .ws_rpc import websocket_endpoint
+from .ws_rpc import WebSocketSessions, websocket_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +50,13 @@ def migrate(settings: Settings) -> None:
 
 
 @asynccontextmanager
-async def running_hub(settings: Settings) -> AsyncIterator[Hub]:
-    """A migrated store and a running hub; on exit, queued writes commit before the store closes."""
+async def running_hub(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Hub]:
+    """A migrated store and a running hub (on `clock`, by default the real one); on exit, queued writes
+    commit before the store closes."""
     await anyio.to_thread.run_sync(migrate, settings)
     keys = await anyio.to_thread.run_sync(ServerKeys.load_or_create, settings.secrets_path())
     store = Store(create_store_engine(settings.store_url()))
-    hub = Hub(settings, store, keys)
+    hub = Hub(settings, store, keys, clock)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(hub.run)
@@ -95,15 +100,18 @@ async def openapi(request: Request) -> JSONResponse:
 def create_app(settings: Settings) -> Starlette:
     mcp = McpEndpoint(Profile(settings.mcp_tools), public_url=settings.public_url,
                       session_idle_seconds=settings.mcp_session_idle_seconds)
+    websockets = WebSocketSessions()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         # The MCP session manager starts with the hub and stops before it (a Route runs no lifespan).
         async with running_hub(settings) as hub, mcp.running(hub):
             log.info("hub ready on %s", settings.store_url().split("@")[-1])
-            yield {"hub": hub, "framing": Framing(max_batch=settings.max_batch, max_depth=settings.max_json_depth)}
+            yield {"hub": hub, "framing": Framing(max_batch=settings.max_batch, max_depth=settings.max_json_depth),
+                   "websockets": websockets}
 
     routes = [
+        *front_page_routes(settings.public_url),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -112,10 +120,15 @@ def create_app(settings: Settings) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/api/events/stream", event_stream, methods=["GET"]),
         *docs_routes(),
+        *file_routes(),
         *rest_routes(),
         *mcp.routes(),
     ]
-    # Behind a trusted load balancer, the client address (for per-address rate limits) is the one it forwards.
-    middleware = [Middleware(TrustedProxies, networks=settings.trusted_proxies)] if settings.trusted_proxies else []
-    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
-                     exception_handlers={404: http_error, 405: http_error})
+    middleware = [Middleware(RefuseAmbiguousFraming)]
+    if settings.trusted_proxies:
+        # Behind a trusted load balancer, the client address (for per-address rate limits) is the one it forwards.
+        middleware.append(Middleware(TrustedProxies, networks=settings.trusted_proxies))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
+                    exception_handlers={404: http_error, 405: http_error})
+    app.state.websockets = websockets  # for the runner, which closes them when the server stops
+    return app

@@ -1,11 +1,24 @@
-"""The `parley` command: serve, migrate, bootstrap the first admin, and call operations from scripts."""
+"""The `parley` command: serve, migrate, bootstrap the first admin, and call operations from scripts.
+
+Every failure it can foresee ends the command with one line on stderr and a documented exit code
+(`--debug` adds the traceback); anything else is a bug and shows its traceback:
+
+    0  success
+    1  the hub refused (`parley call` got an error, a second `admin bootstrap`)
+    2  usage: bad arguments, bad params, a bad PARLEY_* setting, no data directory for an admin command
+    3  unavailable: the hub, the database or the port cannot be reached or used
+    130  interrupted (Ctrl-C)
+"""
 
 import argparse
+import errno
 import json
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import httpx
@@ -18,22 +31,55 @@ if TYPE_CHECKING:
 # The hub, the store and the app are imported by the commands that use them, so `parley call`
 # starts as fast as a script calling it in a loop needs.
 
+EXIT_OK: Final = 0
+EXIT_REFUSED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_UNAVAILABLE: Final = 3
+EXIT_INTERRUPTED: Final = 130
+
+
+@dataclass
+class CommandFailed(Exception):
+    """A foreseen failure: `message` is the one line the user sees, `exit_code` the command's status."""
+
+    message: str
+    exit_code: int
+
 
 def _settings(args: argparse.Namespace) -> "Settings":
+    """The command's settings (kept on `args`, so a failure can say which store it was about)."""
     from hub.config import Settings
 
-    return Settings.from_env(
+    args.settings = Settings.from_env(
         database_url=getattr(args, "db", None),
         data_dir=getattr(args, "data_dir", None),
         registration=getattr(args, "registration", None),
     )
+    return args.settings
+
+
+def store_description(settings: "Settings") -> str:
+    """Where a command keeps its data, as the user should read it (no password)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.store_url()).render_as_string(hide_password=True)
+
+
+def _existing_store(args: argparse.Namespace) -> "Settings":
+    """The settings of an admin command, which works on a store that exists and never makes one."""
+    settings = _settings(args)
+    if not settings.database_url and not settings.data_dir.is_dir():
+        raise CommandFailed(
+            f"no data directory at {settings.data_dir.resolve()}: run this where the hub keeps its data, "
+            "pass --data-dir (or PARLEY_DATA_DIR), or create it with `parley migrate`", EXIT_USAGE)
+    return settings
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .runner import serve
 
     serve(_settings(args), host=args.host, port=args.port, backend=args.backend)
-    return 0
+    return EXIT_OK
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -41,28 +87,25 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     migrate(settings)
-    print(f"migrated {settings.store_url().split('@')[-1]}")
-    return 0
+    print(f"migrated {store_description(settings)}")
+    return EXIT_OK
 
 
 def _cmd_bootstrap(args: argparse.Namespace) -> int:
     from .app import running_hub
 
+    settings = _existing_store(args)
+
     async def bootstrap() -> tuple[str, str, Any]:
-        async with running_hub(_settings(args)) as hub:
+        async with running_hub(settings) as hub:
             return await hub.services.identity.bootstrap_admin(args.handle)
 
-    from protocol.errors import HubError
-
-    try:
-        agent_id, recovery_key, key = anyio.run(bootstrap)
-    except HubError as error:
-        print(f"parley: {error.message}", file=sys.stderr)
-        return 1
+    agent_id, recovery_key, key = anyio.run(bootstrap)
     print(json.dumps({"agent_id": agent_id, "handle": args.handle, "api_key": key.api_key,
                       "recovery_key": recovery_key}, indent=2))
-    print("Store both secrets now: they are shown once and the hub keeps only hashes.", file=sys.stderr)
-    return 0
+    print(f"parley: the admin is in {store_description(settings)}. Store both secrets now: they are shown "
+          "once and the hub keeps only hashes.", file=sys.stderr)
+    return EXIT_OK
 
 
 def _cmd_call(args: argparse.Namespace) -> int:
@@ -70,8 +113,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
     try:
         params = json.loads(raw)
     except ValueError as exc:
-        print(f"parley: the params are not valid JSON: {exc}", file=sys.stderr)
-        return 2
+        raise CommandFailed(f"the params are not valid JSON: {exc}", EXIT_USAGE) from None
     headers = {"content-type": "application/json"}
     if args.api_key:
         headers["authorization"] = f"Bearer {args.api_key}"
@@ -79,64 +121,123 @@ def _cmd_call(args: argparse.Namespace) -> int:
     try:
         response = httpx.post(args.url.rstrip("/") + "/rpc", json=request, headers=headers, timeout=args.timeout)
     except httpx.HTTPError as exc:
-        print(f"parley: cannot reach {args.url}: {exc}", file=sys.stderr)
-        return 3
+        raise CommandFailed(f"cannot reach {args.url}: {exc}", EXIT_UNAVAILABLE) from None
     try:
         body = response.json()
     except ValueError:
-        print(f"parley: HTTP {response.status_code} from {args.url}: {response.text[:200]}", file=sys.stderr)
-        return 3
+        raise CommandFailed(f"HTTP {response.status_code} from {args.url}: {response.text[:200]}",
+                            EXIT_UNAVAILABLE) from None
     if "error" in body:
         print(json.dumps(body["error"].get("data", body["error"]), indent=2), file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
     print(json.dumps(body["result"], indent=2))
-    return 0
+    return EXIT_OK
 
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", help="database URL (default: SQLite in the data dir; env PARLEY_DATABASE_URL)")
-    parser.add_argument("--data-dir", help="where the embedded store and server keys live (env PARLEY_DATA_DIR)")
+    parser.add_argument("--data-dir", help="where the embedded store and server keys live (env PARLEY_DATA_DIR; "
+                        "default ./parley-data)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parley", description="Parley: an agent-to-agent messaging hub.")
+    parser = argparse.ArgumentParser(
+        prog="parley", description="Parley: an agent-to-agent messaging hub.",
+        epilog="Exit codes: 0 ok, 1 refused by the hub, 2 usage or configuration, 3 hub, database or port "
+               "unavailable, 130 interrupted.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the hub (HTTP, WebSocket, JSON-RPC) on one port")
+    serve = commands.add_parser("serve", help="run the hub (HTTP, WebSocket, JSON-RPC, MCP) on one port")
     _store_options(serve)
-    serve.add_argument("--host", default=os.environ.get("PARLEY_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PARLEY_PORT", "8080")))
-    serve.add_argument("--backend", choices=["asyncio", "trio"], default=os.environ.get("PARLEY_BACKEND", "asyncio"))
-    serve.add_argument("--registration", choices=["open", "invite", "closed"])
+    serve.add_argument("--host", default=os.environ.get("PARLEY_HOST", "127.0.0.1"),
+                       help="address to listen on (env PARLEY_HOST; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PARLEY_PORT", "8080")),
+                       help="port to listen on, 0 for any free one (env PARLEY_PORT; default 8080)")
+    serve.add_argument("--backend", choices=["asyncio", "trio"], default=os.environ.get("PARLEY_BACKEND", "asyncio"),
+                       help="event loop: asyncio (uvicorn) or trio (hypercorn) (env PARLEY_BACKEND)")
+    serve.add_argument("--registration", choices=["open", "invite", "closed"],
+                       help="who may register agents (env PARLEY_REGISTRATION; default open)")
     serve.set_defaults(run=_cmd_serve)
 
-    migrate_cmd = commands.add_parser("migrate", help="apply database migrations")
+    migrate_cmd = commands.add_parser("migrate", help="apply database migrations (creates the data dir)")
     _store_options(migrate_cmd)
     migrate_cmd.set_defaults(run=_cmd_migrate)
 
     admin = commands.add_parser("admin", help="operator commands").add_subparsers(dest="admin_command", required=True)
     bootstrap = admin.add_parser("bootstrap", help="create the first admin agent; prints its API key once")
     _store_options(bootstrap)
-    bootstrap.add_argument("--handle", default="admin")
+    bootstrap.add_argument("--handle", default="admin", help="the admin agent's handle (default admin)")
     bootstrap.set_defaults(run=_cmd_bootstrap)
 
     call = commands.add_parser("call", help="call one operation over JSON-RPC and print its result as JSON")
     call.add_argument("method", help="operation name, e.g. auth.whoami")
     call.add_argument("params", nargs="?", help="JSON object of params (default: read stdin, or {})")
-    call.add_argument("--url", default=os.environ.get("PARLEY_URL", "http://127.0.0.1:8080"))
+    call.add_argument("--url", default=os.environ.get("PARLEY_URL", "http://127.0.0.1:8080"),
+                      help="the hub's base URL (env PARLEY_URL; default http://127.0.0.1:8080)")
     call.add_argument("--api-key", default=os.environ.get("PARLEY_API_KEY"),
                       help="API key or access token (env PARLEY_API_KEY)")
-    call.add_argument("--timeout", type=float, default=30.0)
+    call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)")
     call.set_defaults(run=_cmd_call)
 
     mcp_stdio.add_command(commands)
     return parser
 
 
+def failure_of(exc: BaseException, args: argparse.Namespace) -> CommandFailed | None:
+    """What the user should read about `exc`, raised by the command of `args`, or None for a bug (whose
+    traceback must show).
+
+    Looks inside exception groups: a task group wraps what its tasks raise.
+    """
+    from pydantic import ValidationError
+    from sqlalchemy.exc import OperationalError
+
+    from hub.config import ConfigError
+    from protocol.errors import HubError
+
+    if isinstance(exc, BaseExceptionGroup):
+        found = [failure_of(inner, args) for inner in exc.exceptions]
+        return next((failure for failure in found if failure is not None), None)
+    if isinstance(exc, KeyboardInterrupt):
+        return CommandFailed("interrupted", EXIT_INTERRUPTED)
+    if isinstance(exc, CommandFailed):
+        return exc
+    if isinstance(exc, HubError):
+        return CommandFailed(exc.message, EXIT_REFUSED)
+    if isinstance(exc, ConfigError | ValidationError):
+        return CommandFailed(f"invalid configuration: {exc}".splitlines()[0], EXIT_USAGE)
+    if isinstance(exc, OperationalError):
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "no answer"
+        store = f" {store_description(args.settings)}" if hasattr(args, "settings") else ""
+        return CommandFailed(f"cannot use the database{store}: {reason}", EXIT_UNAVAILABLE)
+    if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+        where = f" on {args.host}:{args.port}" if args.command == "serve" else ""
+        return CommandFailed(f"cannot listen{where}: {(exc.strerror or str(exc)).lower()}", EXIT_UNAVAILABLE)
+    return None
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("PARLEY_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # At DEBUG these would log every SQL statement with its parameters, or every HTTP frame.
+    for noisy in ("sqlalchemy", "alembic", "httpx", "httpcore", "hpack", "multipart", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("PARLEY_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return int(args.run(args))
+    _configure_logging()
+    try:
+        return int(args.run(args))
+    except BaseException as exc:  # noqa: BLE001 - the command's boundary: foreseen failures become one line
+        failure = failure_of(exc, args)
+        if failure is None:
+            raise
+        if args.debug:
+            traceback.print_exception(exc)
+        print(f"parley: {failure.message}", file=sys.stderr)
+        return failure.exit_code
 
 
 if __name__ == "__main__":

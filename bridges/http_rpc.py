@@ -17,8 +17,8 @@ from protocol import jsonrpc
 from protocol.errors import HubError, PayloadTooLarge, UnsupportedMediaType
 
 from .credentials import address_of, principal_from
-from .jsonrpc import Framing, Request as RpcRequest
-
+from .jsonrpc import Framing
+from .jsonrpc import Request as RpcRequest
 
 DISCARD_BYTES: Final = 8 * 1024 * 1024
 DISCARD_SECONDS: Final = 2.0

@@ -2,11 +2,11 @@
 request through an executor (normally `Hub.dispatch`), assemble the responses.
 
 Batches run concurrently and answer in request order. Notifications run and get no answer. A
-payload that is not JSON gets -32700; a request without the 2.0 shape gets -32600; a batch larger
-than `max_batch` or JSON deeper than `max_depth` is refused whole with -32600.
+payload that is not JSON gets -32700; a request without the 2.0 shape, or JSON deeper than
+`max_depth`, gets -32600; a batch larger than `max_batch` is refused whole as `payload_too_large`
+(-32013), like every other size limit.
 """
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +15,8 @@ import anyio
 
 from protocol import jsonrpc
 from protocol.errors import HubError, InvalidRequest, PayloadTooLarge
+
+from .json_input import NotJson, TooDeep, deeper_than, loads
 
 
 @dataclass(frozen=True)
@@ -37,12 +39,12 @@ class Framing:
     async def respond(self, payload: str | bytes, execute: Executor) -> dict[str, Any] | list[dict[str, Any]] | None:
         """The response to send for `payload`, or None when nothing is to be sent (notifications)."""
         try:
-            document = json.loads(payload)
-        except RecursionError:  # nested past what the parser handles: deeper than any limit we allow
+            document = loads(payload)
+        except TooDeep:
             return self._too_deep()
-        except ValueError:
-            return jsonrpc.envelope_error(None, jsonrpc.PARSE_ERROR, InvalidRequest("the payload is not valid JSON"))
-        if _deeper_than(document, self.max_depth):
+        except NotJson as error:
+            return jsonrpc.envelope_error(None, jsonrpc.PARSE_ERROR, InvalidRequest(str(error)))
+        if deeper_than(document, self.max_depth):
             return self._too_deep()
         if not isinstance(document, list):
             return await self._respond_one(document, execute)
@@ -50,7 +52,7 @@ class Framing:
             return jsonrpc.envelope_error(None, jsonrpc.INVALID_REQUEST, InvalidRequest("an empty batch"))
         if len(document) > self.max_batch:
             error = PayloadTooLarge(f"a batch holds at most {self.max_batch} requests", {"max_batch": self.max_batch})
-            return jsonrpc.envelope_error(None, jsonrpc.INVALID_REQUEST, error)
+            return jsonrpc.failure(None, error)
         responses: list[dict[str, Any] | None] = [None] * len(document)
 
         async def run(index: int, item: Any) -> None:
@@ -75,19 +77,6 @@ class Framing:
         except HubError as error:
             return None if request.is_notification else jsonrpc.failure(request.id, error)
         return None if request.is_notification else jsonrpc.success(request.id, result)
-
-
-def _deeper_than(document: Any, limit: int) -> bool:
-    """Whether `document` nests deeper than `limit` levels (iterative: a deep payload cannot exhaust the stack)."""
-    stack: list[tuple[Any, int]] = [(document, 0)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            depth += 1
-            if depth > limit:
-                return True
-            stack.extend((child, depth) for child in (value.values() if isinstance(value, dict) else value))
-    return False
 
 
 def parse_request(item: Any) -> Request | dict[str, Any]:

@@ -100,7 +100,8 @@ def add_command(commands: Any) -> None:
                      help="URL of a running hub, e.g. http://127.0.0.1:8080 (env PARLEY_HUB_URL)")
     mcp.add_argument("--tools", choices=PROFILES, default=os.environ.get("PARLEY_MCP_TOOLS", "all"),
                      help="which tools to list (default: all; env PARLEY_MCP_TOOLS)")
-    mcp.add_argument("--backend", choices=["asyncio", "trio"], default=os.environ.get("PARLEY_BACKEND", "asyncio"))
+    mcp.add_argument("--backend", choices=["asyncio", "trio"], default=os.environ.get("PARLEY_BACKEND", "asyncio"),
+                     help="event loop to run on (env PARLEY_BACKEND; default asyncio)")
     mcp.add_argument("--db", help="database URL for the embedded store (env PARLEY_DATABASE_URL)")
     mcp.add_argument("--data-dir", help="data dir of the embedded store (env PARLEY_DATA_DIR)")
     mcp.set_defaults(run=run)

@@ -4,11 +4,12 @@ import functools
 import re
 from typing import Any, Final
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from hub.operations import OPERATIONS, Operation
 from protocol.errors import ErrorEnvelope, HubError
+from protocol.events import EventCursor
 
 REF: Final = "#/components/schemas/{model}"
 BODY_METHODS: Final = {"POST", "PATCH", "PUT"}
@@ -24,6 +25,7 @@ SSE_MESSAGE: Final = {
         "retry": {"type": "integer", "minimum": 0},
     },
 }
+
 
 
 def _path_names(path: str) -> list[str]:
@@ -73,8 +75,11 @@ def _operation(op: Operation, refs: dict[tuple[type[BaseModel], str], Any], defs
     }
     if op.idempotency_param:
         parameters.append({
-            "name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 64},
-            "description": f"Makes a retry safe: the same key returns the first result (sets `{op.idempotency_param}`).",
+            "name": "Idempotency-Key", "in": "header", "required": False,
+            "schema": {key: value for key, value in _not_null(properties[op.idempotency_param]).items()
+                       if key not in ("default", "title", "description")},
+            "description": f"Makes a retry safe: the same key returns the first result, and the same key with "
+                           f"another request is a 409 conflict (sets `{op.idempotency_param}`).",
         })
     if op.scope:
         document["x-required-scope"] = op.scope.value
@@ -105,7 +110,7 @@ def _event_stream(events_list: Operation) -> dict[str, Any]:
         "A `lagged` event (data `{\"resume_after\": cursor}`) ends the stream of a client that fell too far behind.",
         "tags": ["events"],
         "parameters": [
-            {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+            {"name": "after", "in": "query", "required": False, "schema": TypeAdapter(EventCursor).json_schema()},
             {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
         ],
         "responses": {

@@ -18,6 +18,9 @@ an idle connection is one task: at ten thousand connections, tasks are most of t
 replay after the cursor, then live): events go out as `event` notifications from a task of their
 own, as many as are ready per wake-up. A subscriber that falls further behind than the bus buffers
 is closed with 1013 and a reason naming the cursor to resume after.
+
+When the server stops (SIGTERM), `WebSocketSessions.go_away` closes every connection with 1001 (going
+away): each stops reading, answers the requests it has in flight (for a moment), then closes.
 """
 
 import json
@@ -30,19 +33,20 @@ from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
+from pydantic import ValidationError
 from starlette.responses import JSONResponse
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from pydantic import ValidationError
-
 from hub.bus import SubscriberLagged
-from hub.core import Hub, validation_details
+from hub.core import Hub
 from hub.principal import Principal
 from hub.services.events import EventStream
 from hub.services.identity import Verified
-from protocol import jsonrpc, websocket as ws_protocol
-from protocol.errors import Conflict, HubError, InvalidRequest
+from hub.validation import invalid_params
+from protocol import jsonrpc
+from protocol import websocket as ws_protocol
+from protocol.errors import Conflict, HubError
 from protocol.events import EVENT_NOTIFICATION, SUBSCRIBE_METHOD, Event, SubscribeResult
 from protocol.identity import AuthenticateParams, AuthenticateResult
 
@@ -52,6 +56,9 @@ from .jsonrpc import Framing, Request
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 2.0
+GOING_AWAY_REASON: Final = "the hub is shutting down; reconnect and resume"
+CONNECTIONS_METRIC: Final = "parley_ws_connections"
+"""Open WebSocket connections (a /metrics gauge)."""
 SLOW_CONSUMER_METRIC = "parley_ws_slow_consumer_disconnects"
 """How many connections were closed with 1013 because their client did not read (a /metrics gauge)."""
 EVENT_BATCH: Final = 64
@@ -87,13 +94,52 @@ _event_frames = EventFrames(size=1024)
 """Process-wide: safe across hubs in one process, since entries are matched by object identity."""
 
 
+class WebSocketSessions:
+    """The open connections of one app, so that a stopping server closes them with 1001 itself (uvicorn
+    would send 1012, hypercorn would drop the socket)."""
+
+    def __init__(self) -> None:
+        self._open: set[WebSocketSession] = set()
+        self._going_away = False
+        self._all_closed: anyio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, session: "WebSocketSession") -> bool:
+        """Count `session` as open; False once going away (the session then closes at once)."""
+        if self._going_away:
+            return False
+        self._open.add(session)
+        return True
+
+    def discard(self, session: "WebSocketSession") -> None:
+        self._open.discard(session)
+        if not self._open and self._all_closed is not None:
+            self._all_closed.set()
+
+    async def go_away(self, drain_seconds: float) -> None:
+        """Close every connection with 1001 after answering its requests in flight (for at most
+        `drain_seconds`), and any that opens meanwhile at once. Returns when all are closed, or after
+        `drain_seconds` + CLOSE_TIMEOUT (a close frame stuck behind a peer that does not read)."""
+        self._going_away = True
+        deadline = anyio.current_time() + drain_seconds
+        for session in list(self._open):
+            session.go_away(deadline)
+        with anyio.move_on_after(drain_seconds + CLOSE_TIMEOUT):
+            if self._open:
+                self._all_closed = anyio.Event()
+                await self._all_closed.wait()
+
+
 class WebSocketSession:
     """One connection. Owns its tasks; all of them end when the connection does."""
 
-    def __init__(self, websocket: WebSocket, hub: Hub, framing: Framing) -> None:
+    def __init__(self, websocket: WebSocket, hub: Hub, framing: Framing, sessions: WebSocketSessions) -> None:
         self._ws = websocket
         self._hub = hub
         self._framing = framing
+        self._sessions = sessions
         self._settings = hub.settings
         self._address = address_of(websocket.client)
         self._credential: str | None = None
@@ -106,6 +152,11 @@ class WebSocketSession:
         self._in_flight = 0
         self._slot_freed: anyio.Event | None = None
         """Set when a request ends while the reading task waits for room (at `ws_max_in_flight`)."""
+        self._reading = anyio.CancelScope()
+        self._drain_until: float | None = None
+        """Going away: until when requests in flight may still be answered."""
+        self._quiet: anyio.Event | None = None
+        """Set when a request ends or the writer finishes while `run` waits for both (going away)."""
         self._tasks: TaskGroup | None = None
         # Events are written by their own task, not through the outbound queue: a slow reader then
         # holds back the event stream (whose bus buffer overflows and ends it with a resume cursor)
@@ -125,14 +176,33 @@ class WebSocketSession:
             return
         self._credential = credential
         await self._ws.accept()
+        if not self._sessions.add(self):
+            self._close_with = (ws_protocol.GOING_AWAY, GOING_AWAY_REASON)
+            await self._send_close()
+            return
+        self._count_connections()
+        try:
+            await self._serve()
+            await self._send_close()
+        finally:
+            self._sessions.discard(self)
+            self._count_connections()
+
+    async def _serve(self) -> None:
         now = anyio.current_time()
         self._next_heartbeat = now + self._settings.ws_heartbeat_seconds
         if self._credential is None:
             self._auth_deadline = now + self._settings.ws_auth_timeout_seconds
         async with anyio.create_task_group() as tg:
             self._tasks = tg
-            await self._read_loop(tg)
+            with self._reading:
+                await self._read_loop(tg)
+            if self._drain_until is not None:
+                with anyio.CancelScope(deadline=self._drain_until):
+                    await self._answered()
             tg.cancel_scope.cancel()
+
+    async def _send_close(self) -> None:
         if self._close_with is not None:
             code, reason = self._close_with
             with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
@@ -140,6 +210,22 @@ class WebSocketSession:
                     await self._ws.close(code, reason)
                 except (RuntimeError, OSError):  # the peer went away first
                     pass
+
+    def _count_connections(self) -> None:
+        self._hub.metrics.gauges[CONNECTIONS_METRIC] = len(self._sessions)
+
+    def go_away(self, drain_until: float) -> None:
+        """Stop reading; close with 1001 once the requests in flight are answered, or at `drain_until`."""
+        if self._close_with is None:
+            self._close_with = (ws_protocol.GOING_AWAY, GOING_AWAY_REASON)
+        self._drain_until = drain_until
+        self._reading.cancel()
+
+    async def _answered(self) -> None:
+        """Until no request is in flight and no answer waits to be written."""
+        while self._in_flight or self._outbound is not None:
+            self._quiet = anyio.Event()
+            await self._quiet.wait()
 
     async def _refuse(self, error: HubError) -> None:
         if "websocket.http.response" in self._ws.scope.get("extensions", {}):
@@ -185,18 +271,20 @@ class WebSocketSession:
         if now >= self._auth_deadline:
             self._auth_deadline = math.inf
             if self._credential is None:
-                self._close(ws_protocol.UNAUTHORIZED, f"authenticate within {self._settings.ws_auth_timeout_seconds:g}s")
+                self._close(ws_protocol.UNAUTHORIZED,
+                            f"authenticate within {self._settings.ws_auth_timeout_seconds:g}s")
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self._settings.ws_heartbeat_seconds
-            self._enqueue(jsonrpc.notification(ws_protocol.HEARTBEAT_METHOD, {"time": self._hub.clock.now().isoformat()}))
+            self._enqueue(jsonrpc.notification(ws_protocol.HEARTBEAT_METHOD,
+                                               {"time": self._hub.clock.now().isoformat()}))
 
     async def _handle(self, payload: str | bytes) -> None:
         try:
             response = await self._framing.respond(payload, self._execute)
+            if response is not None:
+                self._enqueue(response)
         finally:
             self._release_slot()
-        if response is not None:
-            self._enqueue(response)
 
     async def _take_slot(self) -> None:
         """Wait for room among the requests in flight. A counter, not a semaphore: the reading task
@@ -211,6 +299,12 @@ class WebSocketSession:
         if self._slot_freed is not None:
             self._slot_freed.set()
             self._slot_freed = None
+        self._settle()
+
+    def _settle(self) -> None:
+        if self._quiet is not None:
+            self._quiet.set()
+            self._quiet = None
 
     def _enqueue(self, frame: dict[str, Any] | list[dict[str, Any]]) -> None:
         """Queue a frame for the writer task, starting one (with a fresh queue) if none runs."""
@@ -250,6 +344,7 @@ class WebSocketSession:
                     await self._ws.send_text(text)
         finally:
             self._outbound = None
+            self._settle()
 
     async def _caller(self) -> Principal:
         """The caller, authenticated again only when a credential may have changed or expired since."""
@@ -274,7 +369,7 @@ class WebSocketSession:
         try:
             token = AuthenticateParams.model_validate(params).token
         except ValidationError as error:
-            raise InvalidRequest("invalid params for auth.authenticate", validation_details(error)) from None
+            raise invalid_params(error, "params for auth.authenticate") from None
         verified = await self._hub.verify(token, self._address)
         principal = verified.principal
         assert principal.agent_id is not None and principal.handle is not None
@@ -320,4 +415,4 @@ class WebSocketSession:
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     state = websocket.state
-    await WebSocketSession(websocket, state.hub, state.framing).run()
+    await WebSocketSession(websocket, state.hub, state.framing, state.websockets).run()

@@ -15,7 +15,7 @@ subscribers treat each event as word that the store has news for them.
 """
 
 from collections import deque
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -168,3 +168,19 @@ class LocalEventBus:
             lagged_total=self._lagged,
             published_total=self._published,
         )
+
+
+class TappedBus:
+    """A bus that also hands each committed batch to `tap` (webhooks fan out their owners' events so)."""
+
+    def __init__(self, inner: EventBus, tap: Callable[[Collection[tuple[Event, Collection[str]]]], None]) -> None:
+        self.inner = inner
+        self.delivers_in_order = inner.delivers_in_order
+        self._tap = tap
+
+    def publish(self, events: Collection[tuple[Event, Collection[str]]]) -> None:
+        self.inner.publish(events)
+        self._tap(events)
+
+    def subscribe(self, agent_id: str) -> AbstractContextManager[Subscription]:
+        return self.inner.subscribe(agent_id)

@@ -1,7 +1,7 @@
 """Time, injected so tests and services agree on it."""
 
-from datetime import UTC, datetime
 import time
+from datetime import UTC, datetime
 
 
 class Clock:

@@ -20,7 +20,8 @@ class Principal:
     handle: str | None = None
     scopes: frozenset[Scope] = frozenset()
     is_admin: bool = False
-    kind: Literal["anonymous", "access_token", "api_key"] = "anonymous"
+    kind: Literal["anonymous", "access_token", "api_key", "workflow"] = "anonymous"
+    """`workflow`: a workflow's step, acting as its owner with the scopes the workflow was granted."""
     key_id: str | None = None
     session_id: str | None = None
     expires_at: datetime | None = None

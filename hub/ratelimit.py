@@ -18,6 +18,7 @@ class RateClass(StrEnum):
     RECOVERY = "recovery"
     READ = "read"
     WRITE = "write"
+    UPLOAD = "upload"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class RateLimiter:
             RateClass.RECOVERY: settings.rate_recovery,
             RateClass.READ: settings.rate_read,
             RateClass.WRITE: settings.rate_write,
+            RateClass.UPLOAD: settings.rate_upload,
         }
         self._clock = clock
         self._buckets: OrderedDict[tuple[RateClass, str], tuple[float, float]] = OrderedDict()

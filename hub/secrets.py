@@ -4,6 +4,7 @@
     refresh token  prt_<token id>_<secret><checksum>    stored as HMAC-SHA256(pepper, secret)
     invite code    pri_<invite id>_<secret><checksum>   stored as HMAC-SHA256(pepper, secret)
     recovery key   prk_<secret><checksum>               stored as an argon2id hash
+    webhook secret whsec_<base64 of 24 bytes>           stored encrypted (`Sealer`): the hub signs with it
 
 The id part is public and indexed, so a presented credential is found with one lookup and then
 checked in constant time. The checksum (CRC-32 of the rest) lets secret scanners recognise a real
@@ -23,6 +24,9 @@ from typing import Final
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SECRET_LENGTH: Final = 43  # 32 random bytes in base62
@@ -94,6 +98,11 @@ class ServerKeys:
     def matches(self, secret: str, stored_hash: str) -> bool:
         return hmac.compare_digest(self.keyed_hash(secret), stored_hash)
 
+    def sealer(self, purpose: str) -> "Sealer":
+        """Encryption for secrets the hub must use again (a webhook's signing secret), keyed by the pepper."""
+        key = HKDF(algorithm=SHA256(), length=32, salt=None, info=f"parley {purpose}".encode()).derive(self.pepper)
+        return Sealer(AESGCM(key))
+
     @classmethod
     def load_or_create(cls, path: Path) -> "ServerKeys":
         if not path.exists():
@@ -112,6 +121,26 @@ class ServerKeys:
             for entry in document["signing_keys"]
         )
         return cls(pepper=base64.b64decode(document["pepper"]), signing_keys=keys)
+
+
+class Sealer:
+    """AES-256-GCM, `v1.<base64url(nonce + ciphertext)>`; `context` (the owning record's id) is bound in as
+    associated data, so a sealed value copied to another record does not open."""
+
+    def __init__(self, aead: AESGCM) -> None:
+        self._aead = aead
+
+    def seal(self, secret: str, context: str) -> str:
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, secret.encode(), context.encode())
+        return "v1." + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def open(self, sealed: str, context: str) -> str:
+        """Raises:
+            cryptography.exceptions.InvalidTag: not sealed by this key for this context.
+        """
+        raw = base64.urlsafe_b64decode(sealed.removeprefix("v1."))
+        return self._aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
 
 
 def _key_id(raw_private: bytes) -> str:

@@ -24,6 +24,7 @@ from pydantic import PrivateAttr
 
 from hub.core import Hub
 from hub.principal import Principal
+from hub.usage import TOOL_CALLS
 from protocol.errors import Internal, Unauthorized
 
 MCP_ADDRESS: Final = "mcp"
@@ -41,6 +42,8 @@ class HubCaller:
 
     agent_id: str
     call: Call
+    tool_called: Callable[[], None] = lambda: None
+    """Counts one tool call for the caller's usage (in-process only: a remote hub sees the calls it gets)."""
 
 
 class HubLink(Protocol):
@@ -76,7 +79,8 @@ class InProcessLink:
 
     def caller_of(self, principal: Principal) -> HubCaller:
         assert principal.agent_id is not None and self._hub is not None
-        return HubCaller(principal.agent_id, partial(self._hub.dispatch, principal))
+        return HubCaller(principal.agent_id, partial(self._hub.dispatch, principal),
+                         partial(self._hub.usage.count, principal.agent_id, TOOL_CALLS))
 
 
 class VerifiedToken(AccessToken):

@@ -1,13 +1,12 @@
 """Tool profiles: which tools a server lists (`parley mcp --tools …`, `PARLEY_MCP_TOOLS`).
 
 A client's model reads every listed tool's schema on every turn, so a server lists only the tools
-its user needs. Later capabilities (memory, RAG, workflows) add their toolsets here; until they
-exist their profiles are empty, and `all` is every toolset in order.
+its user needs. Each capability has its toolset here; `all` is every toolset in order.
 """
 
 from enum import StrEnum
 
-from .tools import agents, blocks, conversations, messages
+from .tools import agents, blocks, conversations, documents, memory, messages, workflows
 from .tools.base import ToolDef
 
 
@@ -26,9 +25,9 @@ TOOLSETS: dict[Profile, tuple[ToolDef, ...]] = {
         *agents.toolset.tools,
         *blocks.toolset.tools,
     ),
-    Profile.MEMORY: (),
-    Profile.RAG: (),
-    Profile.WORKFLOWS: (),
+    Profile.MEMORY: tuple(memory.toolset.tools),
+    Profile.RAG: tuple(documents.toolset.tools),
+    Profile.WORKFLOWS: tuple(workflows.toolset.tools),
 }
 
 

@@ -46,7 +46,7 @@ from protocol.errors import HubError
 
 from .access import Access
 from .events import Events, follow_events, head_cursor
-from .resources import INBOX_URI, conversation_uri
+from .resources import INBOX_URI, PINNED_MEMORIES_URI, conversation_uri, document_uri
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,16 @@ _WATCH: Final = "parley.push.watch"
 
 def touched(events: Events) -> set[str]:
     """The resources a batch of the subscriber's events changes."""
-    return {INBOX_URI} | {conversation_uri(event["conversation_id"]) for event in events}
+    uris: set[str] = set()
+    for event in events:
+        if event["type"].startswith("memory."):
+            if event["conversation_id"] is None:  # a private memory: the pinned ones may have changed
+                uris.add(PINNED_MEMORIES_URI)
+        elif event["type"] == "documents.progress":
+            uris.add(document_uri(event["document"]["document_id"]) if event.get("document") else INBOX_URI)
+        elif event["conversation_id"] is not None:  # a workflow's events change no resource
+            uris |= {INBOX_URI, conversation_uri(event["conversation_id"])}
+    return uris
 
 
 def hub_error(error: HubError) -> MCPError:

@@ -1,8 +1,9 @@
-"""Resources: the caller's inbox, one conversation, one agent's profile, as JSON documents.
+"""Resources: the caller's inbox, one conversation, one agent's profile, its pinned memories (JSON), and
+one document's text (plain text).
 
-`parley://inbox` and `parley://conversations/{id}` change when the caller's events say so: a
-client may subscribe to them (see `push`). Each read is the caller's own view (like the tools, the
-caller comes from the request, never from the URI).
+`parley://inbox`, `parley://conversations/{id}`, `parley://memories/pinned` and `parley://documents/{id}`
+change when the caller's events say so: a client may subscribe to them (see `push`). Each read is the
+caller's own view (like the tools, the caller comes from the request, never from the URI).
 """
 
 import json
@@ -21,11 +22,29 @@ from .tools.conversations import load_inbox, load_thread
 from .tools.views import agent_card
 
 INBOX_URI: Final = "parley://inbox"
+PINNED_MEMORIES_URI: Final = "parley://memories/pinned"
+DOCUMENT_PREFIX: Final = "parley://documents/"
+PINNED_SIZE: Final = 50
 CONVERSATION_PREFIX: Final = "parley://conversations/"
 AGENT_PREFIX: Final = "parley://agents/"
 JSON: Final = "application/json"
 INBOX_SIZE: Final = 50
 THREAD_SIZE: Final = 50
+
+
+class PinnedMemory(BaseModel):
+    id: str
+    content: str
+    category: str | None = None
+    importance: int
+
+
+class Pinned(BaseModel):
+    memories: list[PinnedMemory]
+
+
+def document_uri(document_id: str) -> str:
+    return DOCUMENT_PREFIX + document_id
 
 
 def conversation_uri(conversation_id: str) -> str:
@@ -58,6 +77,25 @@ def add_resources(server: MCPServer, access: Access) -> None:
     async def conversation(conversation_id: str) -> str:
         return await _read(access, conversation_uri(conversation_id),
                            lambda hub: load_thread(hub, conversation_id, limit=THREAD_SIZE, unread_only=False))
+
+    @server.resource(PINNED_MEMORIES_URI, name="pinned_memories", title="Pinned memories", mime_type=JSON,
+                     description="Your pinned private memories, most important first: context worth attaching.")
+    async def pinned_memories() -> str:
+        async def render(hub: HubCaller) -> BaseModel:
+            page = await hub.call("memories.list", {"pinned": True, "order": "importance", "limit": PINNED_SIZE})
+            return Pinned(memories=[PinnedMemory(id=m["memory_id"], content=m["content"], category=m.get("category"),
+                                                 importance=m["importance"]) for m in page["items"]])
+
+        return await _read(access, PINNED_MEMORIES_URI, render)
+
+    @server.resource(DOCUMENT_PREFIX + "{document_id}", name="document", title="Document", mime_type="text/plain",
+                     description="A document of your store (or a conversation's): its title and text.")
+    async def document(document_id: str) -> str:
+        try:
+            found = await (await access.caller()).call("documents.text", {"document_id": document_id})
+        except HubError as error:
+            raise resource_error(error, document_uri(document_id)) from None
+        return f"# {found['document']['title']}\n\n{found['text']}"
 
     @server.resource(AGENT_PREFIX + "{handle}", name="agent", title="Agent profile", mime_type=JSON,
                      description="An agent's profile, by handle.")

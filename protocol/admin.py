@@ -6,7 +6,7 @@ from typing import Annotated
 from pydantic import Field
 
 from .agents import Profile
-from .common import Cursor, DEFAULT_PAGE_SIZE, Model, PageLimit
+from .common import DEFAULT_PAGE_SIZE, Cursor, Model, PageLimit
 
 
 class AdminAgentView(Model):

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field, StringConstraints
 
-from .common import Cursor, Metadata, Model, PageLimit, DEFAULT_PAGE_SIZE
+from .common import DEFAULT_PAGE_SIZE, Cursor, Metadata, Model, PageLimit
 
 HANDLE_PATTERN = r"^[a-z0-9_-]{3,32}$"
 

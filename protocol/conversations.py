@@ -7,7 +7,7 @@ from typing import Annotated, Final, Self
 from pydantic import Field, model_validator
 
 from .agents import AgentRef
-from .common import DEFAULT_PAGE_SIZE, Cursor, Model, PageLimit
+from .common import DEFAULT_PAGE_SIZE, Cursor, FieldError, Model, PageLimit
 from .members import Member, Role
 from .messages import ConversationId, MessagePreview
 
@@ -85,7 +85,7 @@ class UpdateConversationParams(Model):
         if not self.model_fields_set & {"title", "topic"}:
             raise ValueError("give title or topic")
         if "title" in self.model_fields_set and self.title is None:
-            raise ValueError("a group's title cannot be cleared")
+            raise FieldError("title", "a group's title cannot be cleared")
         return self
 
 

@@ -6,11 +6,13 @@
      ├── Forbidden                forbidden          403   -32003
      ├── NotFound                 not_found          404   -32004
      ├── MethodNotFound           method_not_found   404   -32601
+ ├── MethodNotAllowed         method_not_allowed 405   (REST only: a path without that HTTP method)
      ├── Conflict                 conflict           409   -32009
      ├── Blocked                  blocked            403   -32010
      ├── PayloadTooLarge          payload_too_large  413   -32013
      ├── UnsupportedMediaType     unsupported_media  415   -32015
      ├── RateLimited              rate_limited       429   -32029
+ ├── QuotaExceeded            quota_exceeded     403   -32030
      └── Internal                 internal           500   -32603
 
 Each class carries its code and statuses, so the per-transport tables are derived, never kept by
@@ -29,11 +31,13 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     METHOD_NOT_FOUND = "method_not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     CONFLICT = "conflict"
     BLOCKED = "blocked"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
     INTERNAL = "internal"
 
 
@@ -58,9 +62,13 @@ class HubError(Exception):
         """Rebuild the typed error a peer sent (used by the Python client)."""
         cls = _BY_CODE.get(str(data.get("code")), Internal)
         details = data.get("details") or {}
+        message = str(data.get("message", ""))
         if cls is RateLimited:
-            return RateLimited(str(data.get("message", "")), retry_after=float(details.get("retry_after", 1.0)))
-        return cls(str(data.get("message", "")), details)
+            return RateLimited(message, retry_after=float(details.get("retry_after", 1.0)))
+        if cls is QuotaExceeded:
+            return QuotaExceeded(message, quota=str(details.get("quota", "")), limit=int(details.get("limit", 0)),
+                                 used=int(details.get("used", 0)), resets_at=details.get("resets_at"))
+        return cls(message, details)
 
 
 class InvalidRequest(HubError):
@@ -90,6 +98,14 @@ class NotFound(HubError):
 class MethodNotFound(HubError):
     code = ErrorCode.METHOD_NOT_FOUND
     http_status = 404
+    jsonrpc_code = -32601
+
+
+class MethodNotAllowed(HubError):
+    """REST only: the path exists, not with this HTTP method (the response's `Allow` lists those it has)."""
+
+    code = ErrorCode.METHOD_NOT_ALLOWED
+    http_status = 405
     jsonrpc_code = -32601
 
 
@@ -128,6 +144,18 @@ class RateLimited(HubError):
         super().__init__(message, {"retry_after": round(retry_after, 3), "limit": limit})
         self.retry_after = retry_after
         self.limit = limit
+
+
+class QuotaExceeded(HubError):
+    """Over a quota: storage (which frees up only when something is removed) or a daily allowance (which
+    resets at `resets_at`). Nothing was written."""
+
+    code = ErrorCode.QUOTA_EXCEEDED
+    http_status = 403
+    jsonrpc_code = -32030
+
+    def __init__(self, message: str, *, quota: str, limit: int, used: int, resets_at: str | None = None) -> None:
+        super().__init__(message, {"quota": quota, "limit": limit, "used": used, "resets_at": resets_at})
 
 
 class Internal(HubError):

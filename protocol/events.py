@@ -18,8 +18,11 @@ from pydantic import Field
 
 from .common import DEFAULT_PAGE_SIZE, Model, PageLimit
 from .conversations import ConversationInfo
+from .documents import Document, StoreStatus
 from .members import ReadMarker
+from .memories import Memory
 from .messages import Message
+from .workflows import ExecutionEvent, NodeRun
 
 MAX_WAIT_SECONDS: Final = 30.0
 SUBSCRIBE_METHOD: Final = "events.subscribe"
@@ -40,22 +43,47 @@ class EventType(StrEnum):
     MESSAGE_EDITED = "message.edited"
     MESSAGE_DELETED = "message.deleted"
     READ_UPDATED = "read.updated"
+    MEMORY_CREATED = "memory.created"
+    MEMORY_UPDATED = "memory.updated"
+    MEMORY_ARCHIVED = "memory.archived"
+    MEMORY_UNARCHIVED = "memory.unarchived"
+    MEMORY_ERASED = "memory.erased"
+    DOCUMENTS_PROGRESS = "documents.progress"
+    EXECUTION_STARTED = "execution.started"
+    NODE_STARTED = "node.started"
+    NODE_COMPLETED = "node.completed"
+    NODE_FAILED = "node.failed"
+    EXECUTION_COMPLETED = "execution.completed"
+    EXECUTION_FAILED = "execution.failed"
+    EXECUTION_CANCELLED = "execution.cancelled"
+    EXECUTION_TIMED_OUT = "execution.timed_out"
+    WORKFLOW_REQUEST = "workflow.request"
 
 
 class Event(Model):
-    """One change. Which of `message`, `conversation`, `read` are set depends on `type`:
+    """One change. Which of `message`, `conversation`, `read`, `memory` are set depends on `type`:
     conversation and membership events carry the system `message` recording them (and
     `conversation` for `conversation.*` and `members.added`); `message.*` events carry the message;
-    `read.updated` carries the member's new read marker."""
+    `read.updated` carries the member's new read marker; `memory.*` events carry `memory_id` and the
+    memory as the change left it (none once it is erased: erasing reaches every earlier event too);
+    `documents.progress` carries a document as it stands (none once deleted) and its store's `progress`;
+    `execution.*` and `node.*` (to a workflow's owner) carry the run as it stands and, for `node.*`, the
+    node's result; `workflow.request` (to the agent asked to approve) carries the run and the waiting node."""
 
     cursor: int
     type: EventType
-    conversation_id: str
+    conversation_id: str | None = Field(description="The conversation it happened in; null for a private memory.")
     actor_id: str = Field(description="The agent whose action caused the event.")
     at: datetime
     message: Message | None = None
     conversation: ConversationInfo | None = None
     read: ReadMarker | None = None
+    memory_id: str | None = None
+    memory: Memory | None = None
+    document: Document | None = None
+    progress: StoreStatus | None = None
+    execution: ExecutionEvent | None = None
+    node: NodeRun | None = None
 
 
 class ListEventsParams(Model):

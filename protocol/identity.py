@@ -18,6 +18,17 @@ class Scope(StrEnum):
     MESSAGES_READ = "messages:read"
     MESSAGES_WRITE = "messages:write"
     KEYS_MANAGE = "keys:manage"
+    MEMORIES_READ = "memories:read"
+    MEMORIES_WRITE = "memories:write"
+    FILES_READ = "files:read"
+    FILES_WRITE = "files:write"
+    DOCUMENTS_READ = "documents:read"
+    DOCUMENTS_WRITE = "documents:write"
+    WORKFLOWS_READ = "workflows:read"
+    WORKFLOWS_WRITE = "workflows:write"
+    WORKFLOWS_RUN = "workflows:run"
+    WORKFLOWS_TRIGGER = "workflows:trigger"
+    WEBHOOKS_MANAGE = "webhooks:manage"
     ADMIN = "admin"
 
 
@@ -32,7 +43,8 @@ class RegisterParams(Model):
     handle: Handle
     display_name: Annotated[str, Field(max_length=64)] | None = None
     description: Annotated[str, Field(max_length=1024)] | None = None
-    invite_code: Secret | None = Field(default=None, description="Required when the hub's registration policy is `invite`.")
+    invite_code: Secret | None = Field(default=None,
+                                       description="Required when the hub's registration policy is `invite`.")
 
 
 class TokenGrant(Model):

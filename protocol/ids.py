@@ -19,6 +19,15 @@ SESSION: Final = "ses"
 CONVERSATION: Final = "cnv"
 MESSAGE: Final = "msg"
 BLOCK: Final = "blk"
+MEMORY: Final = "mem"
+FILE: Final = "fil"
+DOCUMENT: Final = "doc"
+PASSAGE: Final = "chk"
+WORKFLOW: Final = "wfl"
+EXECUTION: Final = "exe"
+WEBHOOK: Final = "whk"
+DELIVERY: Final = "whd"
+SCHEDULE: Final = "sch"
 
 
 def new_id(prefix: str) -> str:

@@ -14,7 +14,8 @@ from typing import Annotated, Final, Self
 from pydantic import Field, model_validator
 
 from .agents import AgentRef
-from .common import DEFAULT_PAGE_SIZE, Metadata, Model, PageLimit, json_depth
+from .common import DEFAULT_PAGE_SIZE, FieldError, Metadata, Model, PageLimit, json_depth
+from .files import MAX_ATTACHMENTS, Attachment, FileId
 from .members import Role
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 32 * 1024
@@ -86,6 +87,8 @@ class Message(Model):
     edited_at: datetime | None = None
     revision: int = Field(0, description="How many times the message was edited.")
     deleted_at: datetime | None = None
+    attachments: list[Attachment] = Field(default_factory=list, description="Files it carries (readable by "
+                                          "the members who can see it; gone once it is deleted).")
 
 
 class MessagePreview(Model):
@@ -105,14 +108,14 @@ class MessagePreview(Model):
 def check_body(body: str, content_type: ContentType) -> None:
     """Raise ValueError unless `body` is a non-blank body of `content_type` (valid JSON for `json`)."""
     if not body.strip():
-        raise ValueError("the body is empty")
+        raise FieldError("body", "the body is empty")
     if content_type is ContentType.JSON:
         try:
             value = json.loads(body)
         except (ValueError, RecursionError):
-            raise ValueError("a json message's body must be valid JSON") from None
+            raise FieldError("body", "a json message's body must be valid JSON") from None
         if json_depth(value) > MAX_JSON_BODY_DEPTH:
-            raise ValueError(f"a json message's body nests deeper than {MAX_JSON_BODY_DEPTH} levels")
+            raise FieldError("body", f"a json message's body nests deeper than {MAX_JSON_BODY_DEPTH} levels")
 
 
 class SendMessageParams(Model):
@@ -125,6 +128,8 @@ class SendMessageParams(Model):
     client_msg_id: ClientMsgId | None = None
     reply_to: MessageId | None = None
     metadata: Metadata = Field(default_factory=dict)
+    attachments: Annotated[list[FileId], Field(max_length=MAX_ATTACHMENTS)] = Field(
+        default_factory=list, description="Ids of files you can read (yours, or attached where you can see them).")
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -13,6 +13,14 @@ from bridges.client._websocket import WebSocketConnection
 
 from .servers import HubServer
 
+# Every scope an agent's own credentials carry by default, spelled out (not read from the hub) so a
+# scope granted by mistake fails a test.
+AGENT_SCOPES = sorted([
+    "agents:read", "agents:write", "documents:read", "documents:write", "files:read", "files:write", "keys:manage",
+    "memories:read", "memories:write", "messages:read", "messages:write", "webhooks:manage", "workflows:read",
+    "workflows:run", "workflows:trigger", "workflows:write",
+])
+
 
 class RpcError(Exception):
     def __init__(self, error: dict[str, Any]) -> None:
@@ -53,6 +61,18 @@ class HubClient:
     async def post_rpc(self, body: Any, token: str | None = None, **kwargs: Any) -> httpx.Response:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         return await self.http.post("/rpc", json=body, headers=headers, **kwargs)
+
+    async def post_file(self, name: str, data: bytes, token: str) -> httpx.Response:
+        """`POST /api/files` with `data` as the multipart `file` part.
+
+        The body is encoded whole before it is sent: a hub that answers early (413 on the declared
+        length) would otherwise leave httpx's streaming multipart generator unfinished, and its
+        clean-up then fails at garbage collection on trio.
+        """
+        encoded = httpx.Request("POST", "/api/files", files={"file": (name, data)})
+        encoded.read()
+        headers = {"content-type": encoded.headers["content-type"], "authorization": f"Bearer {token}"}
+        return await self.http.post("/api/files", content=encoded.content, headers=headers)
 
     async def call(self, method: str, params: dict[str, Any] | None = None, token: str | None = None) -> Any:
         """The result of `method`, or RpcError carrying the hub's error."""
@@ -110,6 +130,14 @@ class RpcSocket:
                 self.notifications.append(frame)
                 continue
             return frame
+
+    async def receive_notification(self) -> dict[str, Any]:
+        """The next notification (kept in `notifications` too); a test waiting for one expects no answer meanwhile."""
+        while True:
+            frame = json.loads(await self.connection.receive())
+            if isinstance(frame, dict) and "method" in frame:
+                self.notifications.append(frame)
+                return frame
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         request_id = next(self._ids)

@@ -9,10 +9,9 @@ import os
 import uuid
 import warnings
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
 import httpx2
@@ -23,15 +22,13 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPDeprecationWarning
 
-from bridges.app import running_hub
-from hub.config import RateLimit, Settings
-from hub.core import Hub
-from hub.principal import Principal
 from mcp_tools.access import Access, InProcessLink, fixed_credential
 from mcp_tools.profiles import Profile
 from mcp_tools.server import build_server
 
-from .servers import HubServer, create_postgres_database, drop_postgres_database, parley_command
+from .client import HubClient
+from .inprocess import LocalAgent, LocalHub
+from .servers import HubServer, parley_command
 
 WAIT: Final = 15.0
 """Upper bound for anything a test waits on; a correct hub answers far sooner."""
@@ -122,58 +119,65 @@ async def unsubscribe(client: Client, uri: str) -> None:
         await client.unsubscribe_resource(uri)
 
 
-# -- an in-process hub --------------------------------------------------------------------------------------
+def in_process_server(local: LocalHub, credential: str, profile: Profile = Profile.ALL) -> MCPServer[Any]:
+    """The MCP server of `profile` over a hub in this process, as the agent `credential` belongs to."""
+    return build_server(Access(InProcessLink(local.hub), fixed_credential(credential)), profile)
 
-FAST_TEST_SETTINGS: Final = {
-    "argon2_memory_kib": 8192,
-    "argon2_time_cost": 1,
-    "rate_auth": RateLimit(burst=100000, per_second=100000),
-    "rate_read": RateLimit(burst=100000, per_second=100000),
-    "rate_write": RateLimit(burst=100000, per_second=100000),
-}
+
+class ToolHub(Protocol):
+    """A hub the MCP tool tests drive: agents made and operations run directly, and MCP clients of its tools."""
+
+    async def agent(self, stem: str) -> LocalAgent: ...
+
+    async def api_key(self, agent: LocalAgent) -> tuple[str, str]: ...
+
+    async def as_agent(self, agent: LocalAgent, name: str, params: dict[str, Any]) -> dict[str, Any]: ...
+
+    def client(self, credential: str, mode: str, **options: Any) -> AbstractAsyncContextManager[Client]:
+        """An MCP client of the tools, as the agent `credential` belongs to, on protocol era `mode`."""
+        ...
 
 
 @dataclass
-class LocalAgent:
-    agent_id: str
-    handle: str
-    access_token: str
+class InProcessTools:
+    """The tools' server in this process, over the SDK's memory transport, on a hub in this process."""
 
-
-@dataclass
-class LocalHub:
-    """A hub in this process (its store in a temp dir, or a fresh PostgreSQL database)."""
-
-    hub: Hub
+    local: LocalHub
 
     async def agent(self, stem: str) -> LocalAgent:
-        result = await self.hub.dispatch(Principal.anonymous("test"), "auth.register", {"handle": unique(stem)})
-        return LocalAgent(result["agent_id"], result["handle"], result["tokens"]["access_token"])
+        return await self.local.agent(stem)
 
     async def api_key(self, agent: LocalAgent) -> tuple[str, str]:
-        """A new API key of `agent`: (key, key id)."""
-        principal = await self.hub.authenticate(agent.access_token, "test")
-        created = await self.hub.dispatch(principal, "keys.create", {"name": "mcp-test"})
+        return await self.local.api_key(agent)
+
+    async def as_agent(self, agent: LocalAgent, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        return await self.local.as_agent(agent, name, params)
+
+    def client(self, credential: str, mode: str, **options: Any) -> AbstractAsyncContextManager[Client]:
+        return Client(in_process_server(self.local, credential), mode=mode, cache=None, **options)
+
+
+@dataclass
+class HttpTools:
+    """A real hub process's `/mcp`, over streamable HTTP."""
+
+    server: HubServer
+    hub: HubClient
+
+    async def agent(self, stem: str) -> LocalAgent:
+        agent = await self.hub.register(stem)
+        return LocalAgent(agent.agent_id, agent.handle, agent.access_token, agent.refresh_token)
+
+    async def api_key(self, agent: LocalAgent) -> tuple[str, str]:
+        created = await self.hub.call("keys.create", {"name": "test"}, token=agent.access_token)
         return created["api_key"], created["key"]["key_id"]
 
     async def as_agent(self, agent: LocalAgent, name: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Run an operation as `agent` through the hub directly (not through MCP)."""
-        return await self.hub.dispatch(await self.hub.authenticate(agent.access_token, "test"), name, params)
+        result: dict[str, Any] = await self.hub.call(name, params, token=agent.access_token)
+        return result
 
-    def server(self, credential: str, profile: Profile = Profile.ALL) -> MCPServer[Any]:
-        return build_server(Access(InProcessLink(self.hub), fixed_credential(credential)), profile)
-
-
-@asynccontextmanager
-async def local_hub(data_dir: Path, store_kind: str) -> AsyncIterator[LocalHub]:
-    database_url = create_postgres_database() if store_kind == "postgres" else ""
-    settings = Settings(data_dir=data_dir, database_url=database_url, **FAST_TEST_SETTINGS)
-    try:
-        async with running_hub(settings) as hub:
-            yield LocalHub(hub)
-    finally:
-        if database_url:
-            drop_postgres_database(database_url)
+    def client(self, credential: str, mode: str, **options: Any) -> AbstractAsyncContextManager[Client]:
+        return http_client(self.server, credential, mode, **options)
 
 
 # -- a real hub over streamable HTTP, and `parley mcp` over stdio ----------------------------------------

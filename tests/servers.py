@@ -30,6 +30,7 @@ TEST_ENV: Final = {
     "PARLEY_RATE_RECOVERY": "100000:100000",
     "PARLEY_RATE_READ": "100000:100000",
     "PARLEY_RATE_WRITE": "100000:100000",
+    "PARLEY_RATE_UPLOAD": "100000:100000",
 }
 
 
@@ -52,7 +53,7 @@ class HubServer:
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
-    admin: dict[str, str] = field(default_factory=dict)
+    _admin: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -70,11 +71,14 @@ class HubServer:
         return subprocess.run(parley_command(*args), env=self.env, input=input, capture_output=True, text=True,
                               timeout=60)
 
-    def start(self) -> None:
-        bootstrap = self.run_cli("admin", "bootstrap")
-        assert bootstrap.returncode == 0, bootstrap.stderr
-        self.admin = json.loads(bootstrap.stdout)
-        self.launch()
+    @property
+    def admin(self) -> dict[str, str]:
+        """The hub's admin (`parley admin bootstrap`, run the first time a test asks: most never do)."""
+        if not self._admin:
+            bootstrap = self.run_cli("admin", "bootstrap")
+            assert bootstrap.returncode == 0, bootstrap.stderr
+            self._admin = json.loads(bootstrap.stdout)
+        return self._admin
 
     def launch(self) -> None:
         """Start the hub process on this server's port and data (again, after `stop`)."""
@@ -189,7 +193,7 @@ def start_nodes(backend: str, base_dir: Path, count: int, **settings: str) -> li
     (base_dir / "node-0").mkdir(parents=True)
     settings = {"keys_file": str(base_dir / "server-keys.json"), **settings}
     first = make_server(backend, "postgres", base_dir / "node-0", **settings)
-    first.start()
+    first.launch()
     nodes = [first]
     for number in range(1, count):
         data_dir = base_dir / f"node-{number}"

@@ -27,7 +27,7 @@ class TcpProxy:
         return self
 
     def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
-        self._listener.close()
+        _close(self._listener)  # shutdown() wakes the thread blocked in accept(); close() alone does not
         self.cut()
         for thread in self._threads:
             thread.join(timeout=5)

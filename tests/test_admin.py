@@ -7,7 +7,7 @@ import pytest
 from hub.secrets import INVITE_KIND, issue
 
 from .client import Agent, HubClient, RpcSocket, error_of, unique_handle
-from .conftest import ServerFactory
+from .conftest import ServerFactory, diagonal
 
 ADMIN_OPERATIONS: list[tuple[str, dict[str, Any]]] = [
     ("admin.agents.list", {}),
@@ -183,6 +183,7 @@ async def test_admin_creates_invites_with_uses_and_expiry(hub: HubClient) -> Non
 # -- registration policies ------------------------------------------------------------------------
 
 
+@diagonal  # its own hub, for a rule neither the loop nor the store decides
 async def test_invite_registration_needs_a_valid_unspent_invite(start_hub: ServerFactory) -> None:
     async with HubClient(start_hub(registration="invite")) as hub:
         once = (await hub.call("admin.invites.create", {"uses": 1}, token=hub.admin_key))["invite_code"]
@@ -213,6 +214,7 @@ async def test_invite_registration_needs_a_valid_unspent_invite(start_hub: Serve
                                                           "invite_code": twice}))).code == "forbidden"
 
 
+@diagonal  # its own hub, for a rule neither the loop nor the store decides
 async def test_closed_registration_is_forbidden_except_to_the_admin(start_hub: ServerFactory) -> None:
     async with HubClient(start_hub(registration="closed")) as hub:
         handle = unique_handle("closed")

@@ -1,4 +1,4 @@
-"""Blocks of agents and of conversations (DESIGN §4), and what unblocking brings back."""
+"""Blocks of agents and of conversations (docs/design.md §4), and what unblocking brings back."""
 
 from .client import Agent, HubClient
 from .messaging import all_events, bodies, direct, group, head, raises_code, send

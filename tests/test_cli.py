@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -11,6 +13,8 @@ from typing import Any
 import anyio
 import pytest
 from sqlalchemy import create_engine, inspect
+
+from bridges.cli import main
 
 from .client import HubClient, RpcError, unique_handle
 from .servers import HubServer, drop_postgres_database, free_port, make_server, parley_command
@@ -30,6 +34,16 @@ async def parley(server: HubServer, *args: str, input: str | None = None,
         )
 
 
+def one_line_error(done: subprocess.CompletedProcess[Any], exit_code: int, *starts: str) -> str:
+    """The failure's one stderr line (no traceback), after checking the exit code and how it starts."""
+    stderr = done.stderr.decode() if isinstance(done.stderr, bytes) else done.stderr
+    assert done.returncode == exit_code, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith(tuple(f"parley: {start}" for start in starts)), lines[0]
+    return lines[0]
+
+
 def stdout_json(done: subprocess.CompletedProcess[bytes]) -> Any:
     assert done.returncode == 0, done.stderr.decode()
     return json.loads(done.stdout)
@@ -39,6 +53,63 @@ async def assert_handle_free(hub: HubClient, handle: str) -> None:
     with pytest.raises(RpcError) as missing:
         await hub.call("agents.get", {"agent": handle}, token=hub.admin_key)
     assert missing.value.code == "not_found"
+
+
+# -- --help -----------------------------------------------------------------------------------------------
+
+
+def help_of(command: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+def undocumented(help_text: str) -> list[str]:
+    """The arguments and subcommands listed in `help_text` without a help text.
+
+    An entry is a line indented 2 (an argument) or 4 (a subcommand) spaces; its help follows after two
+    or more spaces, or on the next lines, indented further. `{a,b}` lines only list subcommands.
+    """
+    missing = []
+    lines = help_text.splitlines()
+    for i, line in enumerate(lines):
+        indent = len(line) - len(line.lstrip())
+        if indent not in (2, 4) or line.lstrip().startswith("{"):
+            continue
+        entry = line.strip()
+        next_line = lines[i + 1] if i + 1 < len(lines) else ""
+        continued = next_line.strip() != "" and len(next_line) - len(next_line.lstrip()) > indent + 2
+        if len(re.split(r"\s{2,}", entry, maxsplit=1)) < 2 and not continued:
+            missing.append(entry)
+    return missing
+
+
+def test_every_option_of_every_subcommand_has_help_text(capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    commands, seen = [[]], []
+    while commands:
+        command = commands.pop()
+        text = help_of(command, capsys)
+        seen.append(" ".join(command))
+        assert undocumented(text) == [], f"parley {' '.join(command)} --help"
+        subcommands = re.search(r"^  \{([\w,-]+)\}", text, re.MULTILINE)
+        if subcommands:
+            commands += [[*command, name] for name in subcommands.group(1).split(",")]
+    assert {"serve", "call", "admin bootstrap", "mcp"} <= set(seen)
+
+
+def test_an_option_without_help_text_is_found() -> None:
+    text = """options:
+  -h, --help            show this help message and exit
+  --backend {asyncio,trio}
+  --db DB               database URL
+  --data-dir DATA_DIR   where the store lives, a long line that
+                        goes on here
+  --quiet
+"""
+    assert undocumented(text) == ["--backend {asyncio,trio}", "--quiet"]
 
 
 # -- parley call ------------------------------------------------------------------------------------------
@@ -118,7 +189,7 @@ async def test_call_to_an_unreachable_hub_exits_with_an_error(hub_server: HubSer
 
 async def test_a_second_bootstrap_on_a_running_hub_refuses_and_the_first_admin_stays(hub: HubClient) -> None:
     done = await parley(hub.server, "admin", "bootstrap", "--handle", unique_handle("admin2"))
-    assert done.returncode == 1
+    one_line_error(done, 1, "this hub already has an admin")
     assert done.stdout == b""
     me = await hub.call("auth.whoami", token=hub.admin_key)
     assert me["is_admin"] is True
@@ -172,6 +243,7 @@ def test_migrate_honours_the_data_dir_flag(tmp_path: Path) -> None:
 
 
 def test_bootstrap_prints_the_admin_once_and_refuses_a_second_time(fresh: HubServer) -> None:
+    assert fresh.run_cli("migrate").returncode == 0
     first = fresh.run_cli("admin", "bootstrap", "--handle", "operator")
     assert first.returncode == 0, first.stderr
     admin = json.loads(first.stdout)
@@ -179,7 +251,7 @@ def test_bootstrap_prints_the_admin_once_and_refuses_a_second_time(fresh: HubSer
     assert admin["agent_id"].startswith("agt_")
     assert admin["api_key"].startswith("prl_") and admin["recovery_key"].startswith("prk_")
     again = fresh.run_cli("admin", "bootstrap", "--handle", "another-admin")
-    assert again.returncode == 1, again.stderr
+    one_line_error(again, 1, "this hub already has an admin")
     assert again.stdout == ""
     assert admin["api_key"] not in again.stderr
     if fresh.store == "sqlite":
@@ -196,3 +268,41 @@ def test_the_cli_without_a_command_is_a_usage_error(tmp_path: Path) -> None:
     done = server.run_cli("call")
     assert done.returncode == 2
     assert os.path.exists(tmp_path / "data") is False
+
+
+def test_bootstrap_without_a_data_directory_refuses_and_creates_none(tmp_path: Path) -> None:
+    server = make_server("asyncio", "sqlite", tmp_path / "nowhere")
+    line = one_line_error(server.run_cli("admin", "bootstrap"), 2, "no data directory")
+    assert str(tmp_path / "nowhere") in line
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("command", [("migrate",), ("admin", "bootstrap")])
+def test_an_unreachable_database_is_one_line_and_exit_3(tmp_path: Path, command: tuple[str, ...]) -> None:
+    url = f"postgresql+psycopg://nobody:hunter2@127.0.0.1:{free_port()}/parley"
+    server = make_server("asyncio", "sqlite", tmp_path / "data", database_url=url)
+    line = one_line_error(server.run_cli(*command), 3, "cannot use the database")
+    assert "127.0.0.1" in line and "hunter2" not in line
+
+
+@pytest.mark.parametrize(("setting", "value"), [
+    ("rate_read", "fast"), ("rate_read", "10:-1"), ("trusted_proxies", "10.0.0.1/8"), ("max_body_bytes", "lots"),
+])
+def test_serve_with_a_malformed_setting_is_one_line_naming_it_and_exit_2(
+    tmp_path: Path, setting: str, value: str
+) -> None:
+    server = make_server("asyncio", "sqlite", tmp_path / "data", **{setting: value})
+    done = subprocess.run(parley_command("serve", "--port", str(server.port)), env=server.env,
+                          capture_output=True, text=True, timeout=60)
+    one_line_error(done, 2, f"invalid configuration: PARLEY_{setting.upper()}:")
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_serve_on_a_port_in_use_is_one_line_and_exit_3(tmp_path: Path, backend: str) -> None:
+    server = make_server(backend, "sqlite", tmp_path / "data")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run(parley_command("serve", "--backend", backend, "--port", str(port)), env=server.env,
+                              capture_output=True, text=True, timeout=60)
+    line = one_line_error(done, 3, "cannot listen")
+    assert f"127.0.0.1:{port}" in line and "in use" in line

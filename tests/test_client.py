@@ -9,7 +9,8 @@ from protocol.errors import NotFound, Unauthorized
 from protocol.identity import WhoamiResult
 
 from .client import HubClient
-from .conftest import ServerFactory
+from .conftest import ServerFactory, sqlite_only
+from .tcp_proxy import TcpProxy
 
 
 async def test_client_returns_typed_results_and_typed_errors(hub: HubClient) -> None:
@@ -79,3 +80,35 @@ async def test_events_resume_across_a_hub_restart_without_loss_or_duplicates(sta
                                        token=sender.access_token)
     assert received == [f"m{i}" for i in range(20)]
     assert client.connections >= 2
+
+
+@sqlite_only
+async def test_a_call_waiting_through_a_failed_reconnect_goes_through_once_the_hub_lets_it_in(
+    start_hub: ServerFactory,
+) -> None:
+    """Issue 17, defect 1: a reconnect that fails while authenticating must not strand waiting calls.
+
+    The auth bucket holds one token that comes back after 4 s: the client's first connection spends
+    it, so every reconnect in the next 4 s fails at `auth.refresh` with `rate_limited`. A call made
+    while the connection is down waits through those failed attempts and must go through once one
+    succeeds, long before its own timeout.
+    """
+    server = start_hub(rate_auth="1:0.25")
+    with TcpProxy("127.0.0.1", server.port) as proxy:
+        async with ParleyClient(f"http://127.0.0.1:{proxy.port}", server.admin["api_key"], call_timeout=20) as client:
+            proxy.cut()
+            with anyio.fail_after(10):
+                while client._link is not None:  # the client has seen the connection drop
+                    await anyio.sleep(0.01)
+            answers: list[WhoamiResult] = []
+
+            async def whoami() -> None:
+                answers.append(await client.call("auth.whoami"))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(whoami)
+                await anyio.sleep(0.05)  # the call is waiting for a connection
+                proxy.restore()
+        assert answers[0].agent.handle == "admin"
+        assert client.connections == 2
+        assert client.failed_authentications >= 1, "no reconnect failed: the test did not test the defect"

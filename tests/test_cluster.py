@@ -53,7 +53,8 @@ class Cluster:
 
     async def until_linked(self, linked: bool) -> None:
         with anyio.fail_after(WAIT):
-            while [await anyio.to_thread.run_sync(self.linked, node) for node in self.nodes] != [linked] * len(self.nodes):
+            while ([await anyio.to_thread.run_sync(self.linked, node) for node in self.nodes]
+                   != [linked] * len(self.nodes)):
                 await anyio.sleep(0.05)
 
 

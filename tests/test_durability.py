@@ -42,7 +42,7 @@ from protocol.events import Event
 from protocol.messages import Message
 
 from .client import Agent, HubClient, RpcError, RpcSocket
-from .conftest import ServerFactory
+from .conftest import ServerFactory, diagonal
 from .messaging import all_events, group, timeline
 from .servers import HubServer
 
@@ -305,6 +305,7 @@ async def check_conversation(hub: HubClient, reader: Agent, conversation_id: str
     return messages
 
 
+@diagonal
 async def test_acknowledged_messages_and_events_survive_repeated_sigkill(start_hub: ServerFactory) -> None:
     seed = int(os.environ.get("PARLEY_DURABILITY_SEED") or random.SystemRandom().randrange(2**32))
     rng = random.Random(seed)

@@ -5,9 +5,11 @@ in order, across the replay-to-live switch, reconnects, concurrent writers, and 
 falling behind.
 """
 
+import json
 import re
 from collections import Counter
-from contextlib import AsyncExitStack
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, aclosing
 from typing import Any
 
 import anyio
@@ -16,8 +18,9 @@ import pytest
 from bridges.client._websocket import ConnectionClosed
 
 from .client import Agent, HubClient, RpcSocket
-from .conftest import ServerFactory
 from .messaging import EventSocket, all_events, event_socket, group, head, raises_code, send, timeline
+from .servers import HubServer, drop_postgres_database, make_server
+from .sse_client import open_sse
 
 
 def _key(event: dict[str, Any]) -> tuple[int, str, str | None]:
@@ -236,11 +239,28 @@ async def test_concurrent_senders_in_one_group_see_gapless_seqs_and_identical_st
         assert [_key(e) for e in await all_events(hub, agent, after=starts[agent.agent_id])] == streams_seen[0]
 
 
+LAGGING_MESSAGES = 30
+BIG_BODY = "x" * 900_000
+
+
+@pytest.fixture(scope="module")
+def laggy_server(tmp_path_factory: pytest.TempPathFactory, anyio_backend: str, store_kind: str) -> Iterator[HubServer]:
+    """A hub whose live subscribers may fall only 4 events behind, and whose messages may be 1 MB: a
+    reader that stops reading falls behind after a few messages."""
+    server = make_server(anyio_backend, store_kind, tmp_path_factory.mktemp(f"laggy-{anyio_backend}-{store_kind}"),
+                         event_buffer="4", max_message_bytes="1000000")
+    server.launch()
+    yield server
+    assert server.stop() == 0, server.log()
+    if server.database_url:
+        drop_postgres_database(server.database_url)
+
+
 async def test_a_subscriber_that_falls_behind_is_disconnected_and_resumes_without_loss(
-    start_hub: ServerFactory,
+    laggy_server: HubServer,
 ) -> None:
-    messages = 30
-    server = start_hub(event_buffer="4", max_message_bytes="1000000")
+    messages = LAGGING_MESSAGES
+    server = laggy_server
     async with HubClient(server) as hub:
         alice, bob = await hub.register("alice"), await hub.register("bob")
         conversation_id = await group(hub, alice, bob)
@@ -249,7 +269,7 @@ async def test_a_subscriber_that_falls_behind_is_disconnected_and_resumes_withou
         async with event_socket(server, bob, after=start) as slow:
             # bob reads nothing while ~27 MB of events pile up: more than the sockets between them buffer.
             for i in range(messages):
-                sent.append((await send(hub, alice, conversation_id, f"{i:04d}" + "x" * 900_000))["message_id"])
+                sent.append((await send(hub, alice, conversation_id, f"{i:04d}" + BIG_BODY))["message_id"])
             delivered, closed = await slow.closed()
         assert closed.code == 1013
         match = re.search(r"cursor (\d+)", closed.reason)
@@ -259,6 +279,33 @@ async def test_a_subscriber_that_falls_behind_is_disconnected_and_resumes_withou
         assert len(delivered) < messages
         async with event_socket(server, bob, after=resume) as fresh:
             rest = await fresh.take(messages - len(delivered))
+        assert [e["message"]["message_id"] for e in delivered + rest] == sent
+
+
+async def test_an_sse_reader_that_falls_behind_gets_lagged_with_its_resume_cursor_and_resumes_without_loss(
+    laggy_server: HubServer,
+) -> None:
+    server = laggy_server
+    async with HubClient(server) as hub:
+        alice, bob = await hub.register("alice"), await hub.register("bob")
+        conversation_id = await group(hub, alice, bob)
+        start = await head(hub, bob)
+        auth = {"authorization": f"Bearer {bob.access_token}"}
+        sent, delivered, lagged = [], [], None
+        with anyio.fail_after(60):
+            async with open_sse(server.url, "/api/events/stream", {**auth, "last-event-id": str(start)}) as stream:
+                for i in range(LAGGING_MESSAGES):  # bob reads nothing meanwhile
+                    sent.append((await send(hub, alice, conversation_id, f"{i:04d}" + BIG_BODY))["message_id"])
+                async with aclosing(stream.messages()) as frames:
+                    async for frame in frames:
+                        if frame.get("event") == "lagged":
+                            lagged = json.loads(frame["data"])
+                        elif "id" in frame:
+                            delivered.append(json.loads(frame["data"]))
+        assert lagged is not None, "the stream ended without saying it lagged"
+        assert lagged["resume_after"] == (delivered[-1]["cursor"] if delivered else start)
+        assert len(delivered) < LAGGING_MESSAGES
+        rest = await all_events(hub, bob, after=lagged["resume_after"])
         assert [e["message"]["message_id"] for e in delivered + rest] == sent
 
 

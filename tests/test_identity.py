@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,11 +19,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from hub.secrets import API_KEY_KIND, REFRESH_KIND, issue, new_recovery_key
 
-from .client import AddressedHubClient, Agent, HubClient, error_of, unique_handle
-from .conftest import ServerFactory
+from .client import AGENT_SCOPES, AddressedHubClient, Agent, HubClient, error_of, unique_handle
+from .conftest import ServerFactory, diagonal
 from .servers import HubServer
-
-AGENT_SCOPES = sorted(["agents:read", "agents:write", "keys:manage", "messages:read", "messages:write"])
 
 
 def _flip(text: str, index: int) -> str:
@@ -271,6 +270,7 @@ async def test_recover_replaces_every_credential_and_rotates_the_recovery_key(hu
     assert again["agent_id"] == alice.agent_id
 
 
+@diagonal  # its own hub, for a rule neither the loop nor the store decides
 async def test_recovery_is_rate_limited_per_client_address_and_per_target_agent(start_hub: ServerFactory) -> None:
     server: HubServer = start_hub(rate_recovery="3:0.001")
     async with HubClient(server) as first, AddressedHubClient(server, "127.0.0.2") as second, \
@@ -303,6 +303,42 @@ async def test_recovery_is_rate_limited_per_client_address_and_per_target_agent(
         assert ok["agent_id"] == bystander.agent_id
         assert (await _whoami(first, target.access_token))["agent"]["agent_id"] == target.agent_id
 
+
+
+@diagonal
+async def test_credentials_ended_before_a_restart_stay_ended_after_it(start_hub: ServerFactory) -> None:
+    """The hub remembers ended sessions in memory for the speed of every check; a restart reloads them."""
+    server = start_hub()
+    async with HubClient(server) as hub:
+        alice, bob = await hub.register("alice"), await hub.register("bob")
+        logged_out = await _session(hub, await hub.api_key(alice))
+        await hub.call("auth.logout", {}, token=logged_out["access_token"])
+        revoked_key = await hub.call("keys.create", {"name": "doomed"}, token=alice.access_token)
+        of_revoked_key = await _session(hub, revoked_key["api_key"])
+        await hub.call("keys.revoke", {"key_id": revoked_key["key"]["key_id"]}, token=alice.access_token)
+        replayed = await _session(hub, await hub.api_key(alice))
+        rotated = await hub.call("auth.refresh", {"refresh_token": replayed["refresh_token"]})
+        await error_of(hub.call("auth.refresh", {"refresh_token": replayed["refresh_token"]}))  # reuse ends it
+        bob_key = await hub.api_key(bob)
+        await hub.call("auth.recover", {"agent": bob.handle, "recovery_key": bob.recovery_key})
+        ended = {
+            "a logged-out session's token": logged_out["access_token"],
+            "a revoked key": revoked_key["api_key"],
+            "a token of a revoked key": of_revoked_key["access_token"],
+            "a token of a replayed refresh family": rotated["access_token"],
+            "a key from before recovery": bob_key,
+            "a token from before recovery": bob.access_token,
+        }
+        still_good = await hub.api_key(alice)
+
+    await anyio.to_thread.run_sync(server.stop)
+    await anyio.to_thread.run_sync(server.launch)
+    async with HubClient(server) as hub:
+        for name, credential in ended.items():
+            assert (await error_of(_whoami(hub, credential))).code == "unauthorized", name
+        for refresh_token in (logged_out["refresh_token"], rotated["refresh_token"]):
+            assert (await error_of(hub.call("auth.refresh", {"refresh_token": refresh_token}))).code == "unauthorized"
+        assert (await _whoami(hub, still_good))["agent"]["agent_id"] == alice.agent_id
 
 # -- auth.logout ----------------------------------------------------------------------------------
 

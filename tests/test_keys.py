@@ -6,10 +6,8 @@ from typing import Any
 
 import pytest
 
-from .client import Agent, HubClient, RpcSocket, error_of
+from .client import AGENT_SCOPES, Agent, HubClient, RpcSocket, error_of
 from .conftest import ServerFactory
-
-AGENT_SCOPES = sorted(["agents:read", "agents:write", "keys:manage", "messages:read", "messages:write"])
 
 
 async def _create(hub: HubClient, token: str, **params: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The architecture as a test: DESIGN.md §1's straight stack and §3's anyio-only rule."""
+"""The architecture as a test: docs/design.md §1's straight stack and §3's anyio-only rule."""
 
 import ast
 from pathlib import Path

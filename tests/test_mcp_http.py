@@ -10,7 +10,6 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from .client import Agent, HubClient
-from .messaging import events_list_count
 from .mcp_support import (
     ERA,
     SDK_CLIENT_TRIO_GET_STREAM,
@@ -22,6 +21,7 @@ from .mcp_support import (
     mode,
     subscribe,
 )
+from .messaging import events_list_count
 
 __all__ = ["mode"]  # the fixture, imported for its parametrization
 pytestmark = SDK_CLIENT_TRIO_GET_STREAM

@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from .client import Agent, HubClient
+from .conftest import diagonal
 from .mcp_support import ERA, WAIT, Updates, call, call_error, mode, stdio_client, subscribe, unique
 from .servers import drop_postgres_database, make_server, parley_command
 
@@ -70,6 +71,7 @@ async def test_stdio_pushes_updates_of_a_remote_hubs_events(
                 assert event.uri == "parley://inbox"  # type: ignore[union-attr]
 
 
+@diagonal  # each loop and each store once; both eras on each
 async def test_stdio_on_the_embedded_store_serves_its_agent(
     tmp_path_factory: pytest.TempPathFactory, store_kind: str, mode: str, anyio_backend: str
 ) -> None:
@@ -92,6 +94,7 @@ async def test_stdio_on_the_embedded_store_serves_its_agent(
             drop_postgres_database(server.database_url)
 
 
+@diagonal  # the refusal is the command's, before any store or loop matters
 async def test_stdio_refuses_to_start_without_a_working_key(hub: HubClient) -> None:
     async def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
         with anyio.fail_after(60):

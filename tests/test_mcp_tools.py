@@ -19,27 +19,37 @@ from hub.config import Settings
 from hub.operations import OPERATIONS
 from mcp_tools.access import Access, InProcessLink, fixed_credential
 from mcp_tools.profiles import TOOLSETS, Profile
+from mcp_tools.push import touched
 from mcp_tools.server import build_server
 from mcp_tools.tools.schemas import compact_schema
 
+from .client import HubClient
+from .inprocess import LocalHub, local_hub
 from .mcp_support import (
     ERA,
+    SDK_CLIENT_TRIO_GET_STREAM,
     WAIT,
-    LocalAgent,
-    LocalHub,
+    HttpTools,
+    InProcessTools,
+    ToolHub,
     Updates,
     call,
     call_error,
-    local_hub,
     mode,
     subscribe,
     unsubscribe,
 )
 
 __all__ = ["mode"]  # the fixture, imported for its parametrization
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, SDK_CLIENT_TRIO_GET_STREAM]
 
 TOOLS_LIST_BUDGET = 12_000
+MEMORY_TOOLS_BUDGET = 4_000
+MEMORY_TOOLS = {"remember", "recall", "update_memory", "forget"}
+RAG_TOOLS_BUDGET = 3_000
+RAG_TOOLS = {"search_documents", "add_document", "document_status"}
+WORKFLOW_TOOLS_BUDGET = 4_000
+WORKFLOW_TOOLS = {"list_workflows", "run_workflow", "workflow_status", "respond_to_workflow"}
 MESSAGING_TOOLS = {
     "whoami", "find_agents", "get_agent", "update_profile", "inbox", "read_messages", "send_message", "edit_message",
     "delete_message", "wait_for_messages", "create_group", "manage_group", "block", "unblock", "list_blocks",
@@ -52,8 +62,16 @@ async def local(tmp_path: Path, store_kind: str) -> AsyncIterator[LocalHub]:
         yield hub
 
 
-async def connect(local: LocalHub, agent: LocalAgent, mode: str, **options: Any) -> Client:
-    return Client(local.server(agent.access_token), mode=mode, cache=None, **options)
+@pytest.fixture(params=["in_process", "http"])
+async def tools(request: pytest.FixtureRequest, tmp_path: Path, store_kind: str) -> AsyncIterator[ToolHub]:
+    """The tools over the SDK's memory transport on a hub in this process, and over a real hub's `/mcp`."""
+    if request.param == "http":
+        server = request.getfixturevalue("hub_server")
+        async with HubClient(server) as hub:
+            yield HttpTools(server, hub)
+    else:
+        async with local_hub(tmp_path, store_kind) as hub:
+            yield InProcessTools(hub)
 
 
 def offline_server(profile: Profile) -> Any:
@@ -75,6 +93,22 @@ async def test_the_messaging_profile_lists_its_tools_within_the_size_budget(mode
         assert tool.description and tool.title, tool.name
         assert tool.input_schema["type"] == "object" and tool.output_schema is not None, tool.name
         assert tool.annotations is not None, tool.name
+
+
+@pytest.mark.parametrize(("profile", "tools", "budget"), [
+    (Profile.MEMORY, MEMORY_TOOLS, MEMORY_TOOLS_BUDGET),
+    (Profile.RAG, RAG_TOOLS, RAG_TOOLS_BUDGET),
+    (Profile.WORKFLOWS, WORKFLOW_TOOLS, WORKFLOW_TOOLS_BUDGET),
+], ids=lambda value: value.value if isinstance(value, Profile) else "")
+async def test_a_small_profile_lists_just_its_tools_within_its_budget(
+    mode: str, profile: Profile, tools: set[str], budget: int
+) -> None:
+    async with Client(offline_server(profile), mode=mode) as client:
+        listed = await client.session.list_tools()
+    size = len(listed.model_dump_json(by_alias=True, exclude_none=True))
+    assert size <= budget, f"tools/list of the {profile.value} profile is {size} characters"
+    assert {tool.name for tool in listed.tools} == tools
+    assert all(tool.output_schema is not None and tool.annotations is not None for tool in listed.tools)
 
 
 async def test_tool_annotations_follow_the_flags_of_the_operations_they_call() -> None:
@@ -135,16 +169,17 @@ def test_compact_schemas_drop_titles_and_null_branches_and_inline_definitions() 
 # -- every tool ---------------------------------------------------------------------------------------------
 
 
-async def test_messaging_tools_from_profile_to_reply(local: LocalHub, mode: str) -> None:
-    alice, bob = await local.agent("alice"), await local.agent("bob")
-    async with await connect(local, alice, mode) as a, await connect(local, bob, mode) as b:
+async def test_messaging_tools_from_profile_to_reply(tools: ToolHub, mode: str) -> None:
+    alice, bob = await tools.agent("alice"), await tools.agent("bob")
+    async with tools.client(alice.access_token, mode) as a, tools.client(bob.access_token, mode) as b:
         me = await call(a, "whoami")
         assert (me["agent_id"], me["handle"]) == (alice.agent_id, alice.handle)
         assert "messages:write" in me["scopes"]
 
-        profile = await call(a, "update_profile", name="Alice", about="I summarise papers.", tags=["papers"])
-        assert (profile["name"], profile["tags"], profile["visibility"]) == ("Alice", ["papers"], "public")
-        found = await call(b, "find_agents", tag="papers")
+        tag = f"papers-{alice.agent_id[-8:]}"  # the hub may be shared with other tests
+        profile = await call(a, "update_profile", name="Alice", about="I summarise papers.", tags=[tag])
+        assert (profile["name"], profile["tags"], profile["visibility"]) == ("Alice", [tag], "public")
+        found = await call(b, "find_agents", tag=tag)
         assert [agent["handle"] for agent in found["agents"]] == [alice.handle]
         assert (await call(b, "get_agent", agent=alice.handle))["about"] == "I summarise papers."
 
@@ -178,9 +213,9 @@ async def test_messaging_tools_from_profile_to_reply(local: LocalHub, mode: str)
         assert tombstone["messages"][-1]["deleted"] is True and "text" not in tombstone["messages"][-1]
 
 
-async def test_group_tools_create_add_remove_rename_and_leave(local: LocalHub, mode: str) -> None:
-    alice, bob, carol = await local.agent("alice"), await local.agent("bob"), await local.agent("carol")
-    async with await connect(local, alice, mode) as a, await connect(local, bob, mode) as b:
+async def test_group_tools_create_add_remove_rename_and_leave(tools: ToolHub, mode: str) -> None:
+    alice, bob, carol = await tools.agent("alice"), await tools.agent("bob"), await tools.agent("carol")
+    async with tools.client(alice.access_token, mode) as a, tools.client(bob.access_token, mode) as b:
         group = await call(a, "create_group", title="Papers", members=[bob.handle], topic="weekly reading")
         gid = group["conversation_id"]
         assert (group["title"], group["topic"]) == ("Papers", "weekly reading")
@@ -204,9 +239,9 @@ async def test_group_tools_create_add_remove_rename_and_leave(local: LocalHub, m
         assert "renamed it to 'Reading group'" in events and "left" in events
 
 
-async def test_block_tools_block_list_and_unblock(local: LocalHub, mode: str) -> None:
-    alice, bob = await local.agent("alice"), await local.agent("bob")
-    async with await connect(local, alice, mode) as a, await connect(local, bob, mode) as b:
+async def test_block_tools_block_list_and_unblock(tools: ToolHub, mode: str) -> None:
+    alice, bob = await tools.agent("alice"), await tools.agent("bob")
+    async with tools.client(alice.access_token, mode) as a, tools.client(bob.access_token, mode) as b:
         await call(b, "send_message", to=alice.handle, text="spam")
         blocked = await call(a, "block", agent=bob.handle)
         assert blocked["agent"] == bob.handle
@@ -225,17 +260,102 @@ async def test_block_tools_block_list_and_unblock(local: LocalHub, mode: str) ->
         assert (await call(a, "unblock", block_id=by_conversation["block_id"]))["conversation_id"] == conversation
 
 
+async def test_memory_tools_remember_recall_update_and_forget(tools: ToolHub, mode: str) -> None:
+    alice, bob = await tools.agent("alice"), await tools.agent("bob")
+    async with tools.client(alice.access_token, mode) as a, tools.client(bob.access_token, mode) as b:
+        kept = await call(a, "remember", content="The quarterly report is due on the 14th.", category="task",
+                          importance=4)
+        assert kept["version"] == 1 and "duplicate" not in kept
+        again = await call(a, "remember", content="the quarterly report is due on the 14th.")
+        assert again == {"memory_id": kept["memory_id"], "version": 1, "duplicate": True}
+        await call(a, "remember", content="Lunch with Dana on Friday.", category="note")
+
+        found = await call(a, "recall", query="when is the report due?", limit=1)
+        assert [(m["id"], m["category"]) for m in found["memories"]] == [(kept["memory_id"], "task")]
+        assert (await call(b, "recall", query="quarterly report"))["memories"] == []  # private to alice
+
+        changed = await call(a, "update_memory", memory_id=kept["memory_id"], content="The report is due on the 21st.",
+                             pinned=True)
+        assert changed == {"memory_id": kept["memory_id"], "version": 2}
+        pinned = json.loads((await a.read_resource("parley://memories/pinned")).contents[0].text)  # type: ignore[union-attr]
+        assert [m["content"] for m in pinned["memories"]] == ["The report is due on the 21st."]
+        history = await tools.as_agent(alice, "memories.history", {"memory_id": kept["memory_id"]})
+        assert [v["content"] for v in history["items"]][-1] == "The quarterly report is due on the 14th."
+
+        forgotten = await call(a, "forget", memory_id=kept["memory_id"])
+        assert forgotten["archived"] is True
+        assert kept["memory_id"] not in [m["id"] for m in (await call(a, "recall", query="report due"))["memories"]]
+        assert (await call(a, "forget", memory_id=kept["memory_id"], undo=True))["archived"] is False
+        assert await call_error(b, "forget", memory_id=kept["memory_id"]) == "not_found"
+        assert await call_error(a, "remember", content="x" * (9 * 1024)) == "payload_too_large"
+
+        group = await call(a, "create_group", title="Shared", members=[bob.handle])
+        shared = await call(a, "remember", content="Deploys happen on Thursdays.",
+                            conversation=group["conversation_id"])
+        seen = await call(b, "recall", query="when do deploys happen", conversation=group["conversation_id"])
+        assert [(m["id"], m["shared"]) for m in seen["memories"]] == [(shared["memory_id"], True)]
+
+
+async def test_document_tools_add_watch_and_search_with_citations(tools: ToolHub, mode: str) -> None:
+    alice, bob = await tools.agent("alice"), await tools.agent("bob")
+    async with tools.client(alice.access_token, mode) as a, tools.client(bob.access_token, mode) as b:
+        text = "The office moves to Leeds in March.\n\nParking permits are issued by Facilities."
+        added = await call(a, "add_document", title="Office notes", text=text)
+        assert (added["title"], added["state"]) == ("Office notes", "queued")
+        with anyio.fail_after(WAIT):
+            while (status := await call(a, "document_status"))["state"] == "in_progress":
+                await anyio.sleep(0.05)
+        assert (status["state"], status["percent"], status["processed"]) == ("completed", 100.0, 1)
+        found = await call(a, "search_documents", query="where does the office move?", limit=3)
+        best = found["passages"][0]
+        assert (best["document_id"], best["title"], best.get("page")) == (added["document_id"], "Office notes", None)
+        start, end = map(int, best["chars"].split("-"))
+        assert text[start:end] == best["text"] and "Leeds" in best["text"]
+        resource = (await a.read_resource(f"parley://documents/{added['document_id']}")).contents[0]
+        assert "Leeds" in resource.text and resource.text.startswith("# Office notes")  # type: ignore[union-attr]
+        assert (await call(b, "search_documents", query="office Leeds"))["passages"] == []  # alice's store
+        assert await call_error(b, "add_document", title="x", text="y", conversation="cnv_missing") == "not_found"
+        assert await call_error(a, "add_document", title="neither text nor file") == "invalid_request"
+
+
+async def test_workflow_tools_run_watch_and_answer(tools: ToolHub, mode: str) -> None:
+    alice, bob = await tools.agent("alice"), await tools.agent("bob")
+    quick = await tools.as_agent(alice, "workflows.create", {"name": "Double", "nodes": [
+        {"id": "double", "type": "transform", "value": "{{ input.n * 2 }}"}]})
+    gated = await tools.as_agent(alice, "workflows.create", {"name": "Gate", "nodes": [
+        {"id": "gate", "type": "approval", "approver": bob.handle, "prompt": "Deploy {{ input.what }}?"}]})
+    async with tools.client(alice.access_token, mode) as a, tools.client(bob.access_token, mode) as b:
+        listed = await call(a, "list_workflows")
+        assert [w["name"] for w in listed["workflows"]] == ["Gate", "Double"]
+        done = await call(a, "run_workflow", workflow_id=quick["workflow_id"], input={"n": 21})
+        assert (done["status"], done["output"]) == ("completed", 42)
+        pending = await call(a, "run_workflow", workflow_id=gated["workflow_id"], input={"what": "v2"}, wait_seconds=0)
+        with anyio.fail_after(WAIT):
+            while not (asked := await call(b, "workflow_status"))["requests"]:
+                await anyio.sleep(0.05)
+        assert asked["requests"][0]["prompt"] == "Deploy v2?"
+        answer = await call(b, "respond_to_workflow", execution_id=pending["execution_id"], node_id="gate",
+                            approve=True)
+        assert answer["answered"] == "approved"
+        with anyio.fail_after(WAIT):
+            while (status := (await call(a, "workflow_status", execution_id=pending["execution_id"]))["run"])[
+                    "status"] != "completed":
+                await anyio.sleep(0.05)
+        assert status["output"]["approved"] is True and status["steps"] == [{"id": "gate", "status": "completed"}]
+        assert await call_error(b, "workflow_status", execution_id=pending["execution_id"]) == "not_found"
+
+
 # -- errors ------------------------------------------------------------------------------------------------
 
 
-async def test_failures_come_back_as_error_results_with_the_hubs_code(local: LocalHub, mode: str) -> None:
-    alice, bob = await local.agent("alice"), await local.agent("bob")
-    async with await connect(local, alice, mode) as a, await connect(local, bob, mode) as b:
+async def test_failures_come_back_as_error_results_with_the_hubs_code(tools: ToolHub, mode: str) -> None:
+    alice, bob = await tools.agent("alice"), await tools.agent("bob")
+    async with tools.client(alice.access_token, mode) as a, tools.client(bob.access_token, mode) as b:
         sent = await call(a, "send_message", to=bob.handle, text="mine")
         assert await call_error(b, "edit_message", message_id=sent["message_id"], text="theirs") == "forbidden"
         assert await call_error(a, "read_messages", conversation="cnv_missing") == "not_found"
         assert await call_error(a, "get_agent", agent="nobody-" + "x" * 10) == "not_found"
-        stranger = await local.agent("stranger")  # exists, but no conversation with alice yet
+        stranger = await tools.agent("stranger")  # exists, but no conversation with alice yet
         assert await call_error(a, "read_messages", agent=stranger.handle) == "not_found"
         assert await call_error(a, "send_message", text="to nobody") == "invalid_request"
         assert await call_error(a, "read_messages", conversation=5) == "invalid_request"  # a wrong argument type
@@ -243,26 +363,33 @@ async def test_failures_come_back_as_error_results_with_the_hubs_code(local: Loc
         assert await call_error(a, "send_message", to=bob.handle, text="   ") == "invalid_request"  # a blank body
 
 
-async def test_a_revoked_key_stops_working_at_the_next_call(local: LocalHub, mode: str) -> None:
-    alice = await local.agent("alice")
-    key, key_id = await local.api_key(alice)
-    async with Client(local.server(key), mode=mode, cache=None) as client:
+async def test_a_revoked_key_stops_working_at_the_next_call(tools: ToolHub, mode: str) -> None:
+    alice = await tools.agent("alice")
+    key, key_id = await tools.api_key(alice)
+    async with tools.client(key, mode) as client:
         assert (await call(client, "whoami"))["agent_id"] == alice.agent_id
-        await local.as_agent(alice, "keys.revoke", {"key_id": key_id})
-        assert await call_error(client, "whoami") == "unauthorized"
-        assert await call_error(client, "inbox") == "unauthorized"
+        await tools.as_agent(alice, "keys.revoke", {"key_id": key_id})
+        for tool in ("whoami", "inbox"):
+            if isinstance(tools, HttpTools):  # refused by `/mcp` itself: HTTP 401, before any tool runs
+                with pytest.raises(MCPError):
+                    await client.call_tool(tool, {})
+                refused = await tools.hub.http.post("/mcp", headers={"authorization": f"Bearer {key}"}, json={})
+                assert refused.status_code == 401 and "invalid_token" in refused.headers["www-authenticate"]
+            else:
+                assert await call_error(client, tool) == "unauthorized"
 
 
 # -- resources ---------------------------------------------------------------------------------------------
 
 
-async def test_resources_show_the_callers_inbox_conversations_and_profiles(local: LocalHub, mode: str) -> None:
-    alice, bob = await local.agent("alice"), await local.agent("bob")
-    async with await connect(local, alice, mode) as a, await connect(local, bob, mode) as b:
+async def test_resources_show_the_callers_inbox_conversations_and_profiles(tools: ToolHub, mode: str) -> None:
+    alice, bob = await tools.agent("alice"), await tools.agent("bob")
+    async with tools.client(alice.access_token, mode) as a, tools.client(bob.access_token, mode) as b:
         listed = await a.list_resources()
-        assert [str(r.uri) for r in listed.resources] == ["parley://inbox"]
+        assert [str(r.uri) for r in listed.resources] == ["parley://inbox", "parley://memories/pinned"]
         templates = {t.uri_template for t in (await a.list_resource_templates()).resource_templates}
-        assert templates == {"parley://conversations/{conversation_id}", "parley://agents/{handle}"}
+        assert templates == {"parley://conversations/{conversation_id}", "parley://agents/{handle}",
+                         "parley://documents/{document_id}"}
 
         sent = await call(a, "send_message", to=bob.handle, text="resource me")
         inbox = json.loads((await b.read_resource("parley://inbox")).contents[0].text)  # type: ignore[union-attr]
@@ -282,11 +409,11 @@ async def test_resources_show_the_callers_inbox_conversations_and_profiles(local
 # -- push and waiting --------------------------------------------------------------------------------------
 
 
-async def test_a_new_message_updates_the_recipients_subscribed_resources(local: LocalHub, mode: str) -> None:
-    alice, bob = await local.agent("alice"), await local.agent("bob")
+async def test_a_new_message_updates_the_recipients_subscribed_resources(tools: ToolHub, mode: str) -> None:
+    alice, bob = await tools.agent("alice"), await tools.agent("bob")
     updates = Updates()
-    async with await connect(local, alice, mode, message_handler=updates) as a, \
-            await connect(local, bob, mode) as b:
+    async with tools.client(alice.access_token, mode, message_handler=updates) as a, \
+            tools.client(bob.access_token, mode) as b:
         first = await call(b, "send_message", to=alice.handle, text="first")
         conversation = f"parley://conversations/{first['conversation_id']}"
         if mode == "legacy":
@@ -306,11 +433,21 @@ async def test_a_new_message_updates_the_recipients_subscribed_resources(local: 
                         seen.add(event.uri)  # type: ignore[union-attr]
                         if seen == {"parley://inbox", conversation}:
                             break
+                assert seen == {"parley://inbox", conversation}, "the listen stream ended before the updates"
 
 
-async def test_wait_for_messages_returns_what_another_agent_sends(local: LocalHub, mode: str) -> None:
-    alice, bob = await local.agent("alice"), await local.agent("bob")
-    async with await connect(local, alice, mode) as a, await connect(local, bob, mode) as b:
+def test_a_workflows_events_change_no_resource_and_do_not_stop_the_push() -> None:
+    # Execution and node events carry no conversation: they once raised in the follower, ending every update.
+    workflow_events = [{"type": kind, "conversation_id": None} for kind in
+                       ("execution.started", "node.completed", "execution.completed", "workflow.request")]
+    assert touched(workflow_events) == set()
+    message = {"type": "message.created", "conversation_id": "cnv_1"}
+    assert touched([*workflow_events, message]) == {"parley://inbox", "parley://conversations/cnv_1"}
+
+
+async def test_wait_for_messages_returns_what_another_agent_sends(tools: ToolHub, mode: str) -> None:
+    alice, bob = await tools.agent("alice"), await tools.agent("bob")
+    async with tools.client(alice.access_token, mode) as a, tools.client(bob.access_token, mode) as b:
         now = await call(a, "wait_for_messages", timeout=0)
         assert now["messages"] == [] and now["timed_out"] is True
         arrived: dict[str, Any] = {}
@@ -336,11 +473,11 @@ async def test_wait_for_messages_returns_what_another_agent_sends(local: LocalHu
 
 async def test_cancelling_wait_for_messages_ends_the_wait_in_the_hub(local: LocalHub, mode: str) -> None:
     alice = await local.agent("alice")
-    async with await connect(local, alice, mode) as a:
+    async with InProcessTools(local).client(alice.access_token, mode) as a:
         with anyio.move_on_after(0.5) as scope:  # the client gives up long before the 60 s timeout
             await a.call_tool("wait_for_messages", {"timeout": 60})
         assert scope.cancelled_caught
         with anyio.fail_after(WAIT):
-            while local.hub.bus.statistics().subscriptions:  # type: ignore[attr-defined]  # noqa: ASYNC110 - no event to wait on
+            while local.hub.bus.inner.statistics().subscriptions:  # type: ignore[attr-defined]  # noqa: ASYNC110 - no event to wait on
                 await anyio.sleep(0.01)
         assert (await call(a, "whoami"))["handle"] == alice.handle  # the session goes on

@@ -1,5 +1,7 @@
 """Messages: sending, idempotency, listing, editing, deleting (erased from storage), read markers."""
 
+import secrets
+import sqlite3
 import uuid
 from typing import Any
 
@@ -7,7 +9,7 @@ import anyio
 import psycopg
 
 from .client import Agent, HubClient
-from .conftest import ServerFactory
+from .conftest import ServerFactory, sqlite_only
 from .messaging import all_events, direct, group, raises_code, send, timeline
 from .servers import HubServer
 
@@ -69,16 +71,27 @@ async def test_sending_again_with_a_client_msg_id_returns_the_first_message(
 ) -> None:
     conversation_id = await group(hub, alice, bob)
     first = await send(hub, alice, conversation_id, "original", client_msg_id="retry-1", metadata={"n": 1})
-    again = await send(hub, alice, conversation_id, "a different body", client_msg_id="retry-1",
-                       content_type="markdown")
+    again = await send(hub, alice, conversation_id, "original", client_msg_id="retry-1", metadata={"n": 1})
     assert again == first
+    # The same key for something else is a mistake the client must hear about, not a silent first answer.
+    for other in ({"body": "a different body"}, {"content_type": "markdown"}, {"metadata": {"n": 2}},
+                  {"reply_to": first["message_id"]}):
+        asked = {"conversation_id": conversation_id, "body": "original", "metadata": {"n": 1},
+                 "client_msg_id": "retry-1", **other}
+        with raises_code("conflict") as caught:
+            await hub.call("messages.send", asked, token=alice.access_token)
+        assert caught.value.details == {"field": "client_msg_id", "message_id": first["message_id"]}
+    await hub.call("messages.delete", {"message_id": first["message_id"]}, token=alice.access_token)
+    # Deleting erases the body and its fingerprint with it: the key then answers with the tombstone.
+    tombstone = await send(hub, alice, conversation_id, "anything", client_msg_id="retry-1")
+    assert tombstone["message_id"] == first["message_id"] and tombstone["body"] is None
     assert first["client_msg_id"] == "retry-1" and first["metadata"] == {"n": 1}
     other_sender = await send(hub, bob, conversation_id, "bob's own", client_msg_id="retry-1")
     other_conversation = await hub.call(
         "messages.send", {"to": bob.handle, "body": "direct", "client_msg_id": "retry-1"}, token=alice.access_token
     )
     assert len({first["message_id"], other_sender["message_id"], other_conversation["message_id"]}) == 3
-    assert [m["body"] for m in await timeline(hub, bob, conversation_id)][1:] == ["original", "bob's own"]
+    assert [m["body"] for m in await timeline(hub, bob, conversation_id)][1:] == [None, "bob's own"]
     created = [e for e in await all_events(hub, bob) if e["type"] == "message.created"
                and e["message"]["message_id"] == first["message_id"]]
     assert len(created) == 1
@@ -89,7 +102,7 @@ async def test_concurrent_retries_of_one_send_make_one_message(hub: HubClient, a
     results: list[dict[str, Any]] = []
 
     async def retry(i: int) -> None:
-        results.append(await send(hub, alice, conversation_id, f"attempt {i}", client_msg_id="same"))
+        results.append(await send(hub, alice, conversation_id, "one message", client_msg_id="same"))
 
     async with anyio.create_task_group() as tg:
         for i in range(8):
@@ -274,6 +287,53 @@ async def test_a_deleted_body_is_erased_from_the_database(hub: HubClient, alice:
         for needle in (body, edited_body, meta):
             assert await anyio.to_thread.run_sync(_postgres_rows, server, needle) == []
 
+
+
+async def _erased_on_disk(server: HubServer, needles: list[str]) -> None:
+    """Wait until none of `needles` is in the SQLite files (the hub finishes a held-up erasure by itself)."""
+    with anyio.fail_after(10):
+        while True:
+            stored = await _stored_bytes(server)
+            if not any(needle.encode() in stored for needle in needles):
+                return
+            await anyio.sleep(0.1)
+
+
+@sqlite_only
+async def test_an_erasure_held_up_by_a_reader_is_answered_at_once_and_completes_when_it_lets_go(
+    hub: HubClient, alice: Agent, bob: Agent
+) -> None:
+    """Issue 17, defect 2: another connection reading the file (a backup, `parley mcp` on the same store)
+    keeps the WAL's old page images; the delete must neither wait for it nor leave the bytes behind."""
+    server = hub.server
+    assert server.sqlite_path is not None
+    conversation_id = await group(hub, alice, bob)
+    body = f"held-{uuid.uuid4().hex}"
+    sent = await send(hub, alice, conversation_id, body)
+    reader = sqlite3.connect(server.sqlite_path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM messages").fetchall()  # holds this snapshot until it ends
+        with anyio.fail_after(5):  # the hub's busy timeout is 10 s: waiting for the reader would fail here
+            await hub.call("messages.delete", {"message_id": sent["message_id"]}, token=alice.access_token)
+        assert body.encode() in await _stored_bytes(server), "the reader did not hold the WAL: nothing was tested"
+    finally:
+        reader.close()
+    await _erased_on_disk(server, [body])
+
+
+@sqlite_only
+async def test_a_large_body_in_overflow_pages_is_erased_from_the_files(
+    hub: HubClient, alice: Agent, bob: Agent
+) -> None:
+    conversation_id = await group(hub, alice, bob)
+    body = secrets.token_hex(15 * 1024)  # 30 KiB: spread over several overflow pages of 4 KiB
+    pieces = [body[at:at + 48] for at in range(0, len(body), 4096)]
+    sent = await send(hub, alice, conversation_id, body)
+    stored = await _stored_bytes(hub.server)
+    assert all(piece.encode() in stored for piece in pieces)
+    await hub.call("messages.delete", {"message_id": sent["message_id"]}, token=alice.access_token)
+    await _erased_on_disk(hub.server, pieces)
 
 # -- read markers ---------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""DESIGN §2's parity rule as a test: every operation in the table is reachable over WebSocket JSON-RPC,
+"""docs/design.md §2's parity rule as a test: every operation in the table is reachable over WebSocket JSON-RPC,
 HTTP JSON-RPC and REST, with the same result for the same input and the same error for the same bad input.
 
 Each operation has a success case (params, the calling agent, any setup) and error cases. A case runs
@@ -20,11 +20,13 @@ The REST call is built from the operation's `http_method` and `http_path`: path 
 the rest in the query string (GET, DELETE) or the JSON body, so these tests hard-code no route.
 """
 
+import base64
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import quote
 
@@ -37,6 +39,8 @@ from protocol.errors import HubError
 from protocol.identity import Scope
 
 from .client import Agent, HubClient, RpcSocket, unique_handle
+from .conftest import diagonal
+from .messaging import WAIT
 from .servers import HubServer
 
 BODY_METHODS: Final = {"POST", "PATCH", "PUT"}
@@ -279,9 +283,112 @@ async def carol_suspended(world: World) -> None:
     await world.call("admin", "admin.agents.suspend", {"agent": world.carol.agent_id})
 
 
+async def carol_limited(world: World) -> None:
+    await world.call("admin", "admin.set_limits", {"agent": world.carol.agent_id, "messages_per_day": 5,
+                                                   "storage_mb": 10})
+
+
+def days_ago(days: int) -> str:
+    """A UTC day: usage of days past no longer changes, so reads of it compare exactly."""
+    return (datetime.now(UTC).date() - timedelta(days=days)).isoformat()
+
+
 async def bob_admin(world: World) -> None:
     await world.call("alice", "conversations.set_role",
                      {"conversation_id": world.group, "agent_id": world.bob.agent_id, "role": "admin"})
+
+
+async def memory(world: World) -> None:
+    created = await world.call("alice", "memories.create", {"content": "parity keeps its promises", "tags": ["p"]})
+    world.extra["memory_id"] = world.name(created["memory"]["memory_id"], "memory")
+    with anyio.fail_after(WAIT):  # embedded in the background: until then `memories.stats` changes under us
+        while not (stats := await world.call("alice", "memories.stats", {}))["embedded"] and stats["semantic_search"]:
+            await anyio.sleep(0.05)
+
+
+async def archived_memory(world: World) -> None:
+    await memory(world)
+    await world.call("alice", "memories.archive", {"memory_id": world.extra["memory_id"]})
+
+
+async def a_file(world: World) -> None:
+    uploaded = await world.call("alice", "files.upload", {"name": "notes.txt",
+                                                          "content_base64": base64.b64encode(b"parity notes").decode()})
+    world.extra["file_id"] = world.name(uploaded["file_id"], "file")
+
+
+async def a_document(world: World) -> None:
+    added = await world.call("alice", "documents.add", {"title": "Parity", "text": "Parity keeps every promise."})
+    world.extra["document_id"] = world.name(added["document_id"], "document")
+    with anyio.fail_after(WAIT):  # ingested in the background: until it is done, reads change under us
+        while (await world.call("alice", "documents.get", {"document_id": added["document_id"]}))["state"] != "ready":
+            await anyio.sleep(0.05)
+
+
+async def an_excluded_document(world: World) -> None:
+    await a_document(world)
+    await world.call("alice", "documents.exclude", {"document_id": world.extra["document_id"]})
+
+
+PARITY_WORKFLOW: Final = {"name": "Parity",
+                           "input_schema": {"type": "object", "properties": {"x": {"type": "integer"}}},
+                           "nodes": [{"id": "double", "type": "transform", "value": "{{ (input.x or 1) * 2 }}"}]}
+
+
+async def a_workflow(world: World) -> None:
+    created = await world.call("alice", "workflows.create", PARITY_WORKFLOW)
+    world.extra["workflow_id"] = world.name(created["workflow_id"], "workflow")
+
+
+async def a_workflow_saved_twice(world: World) -> None:
+    await a_workflow(world)
+    await world.call("alice", "workflows.update", {"workflow_id": world.extra["workflow_id"], **PARITY_WORKFLOW,
+                                                   "description": "again"})
+
+
+async def a_finished_run(world: World) -> None:
+    await a_workflow(world)
+    started = await world.call("alice", "workflows.run", {"workflow_id": world.extra["workflow_id"], "input": {"x": 2}})
+    world.extra["execution_id"] = world.name(started["execution_id"], "execution")
+    await world.call("alice", "executions.get", {"execution_id": started["execution_id"], "wait_seconds": 10})
+
+
+async def a_schedule(world: World) -> None:
+    await a_workflow(world)
+    created = await world.call("alice", "schedules.create", {"workflow_id": world.extra["workflow_id"],
+                                                             "cron": "0 3 1 1 *", "input": {"x": 4}})
+    world.extra["schedule_id"] = world.name(created["schedule_id"], "schedule")
+
+
+async def a_waiting_approval(world: World) -> None:
+    created = await world.call("alice", "workflows.create", {"name": "Gate", "nodes": [
+        {"id": "gate", "type": "approval", "approver": world.bob.handle, "prompt": "Go?"}]})
+    started = await world.call("alice", "workflows.run", {"workflow_id": created["workflow_id"]})
+    world.extra["execution_id"] = world.name(started["execution_id"], "execution")
+    with anyio.fail_after(WAIT):  # run in the background: until it waits, reads change under us
+        while (await world.call("alice", "executions.get", {"execution_id": started["execution_id"]}))[
+                "status"] != "waiting":
+            await anyio.sleep(0.05)
+
+
+PARITY_HOOK: Final = "http://1.1.1.1:9/parley-parity"
+"""Public, so the shared hub (no outbound allow-list) takes it; nothing listens there, and only `a_delivery`
+makes the hub try it."""
+
+
+async def a_webhook(world: World) -> None:
+    created = await world.call("alice", "webhooks.create", {"url": PARITY_HOOK, "event_types": ["execution.*"]})
+    world.extra["webhook_id"] = world.name(created["webhook"]["webhook_id"], "webhook")
+
+
+async def a_delivery(world: World) -> None:
+    created = await world.call("alice", "webhooks.create", {"url": PARITY_HOOK, "event_types": ["message.created"]})
+    webhook_id = world.extra["webhook_id"] = world.name(created["webhook"]["webhook_id"], "webhook")
+    await world.call("bob", "messages.send", {"conversation_id": world.dm, "body": "hook"})
+    with anyio.fail_after(WAIT):  # fanned out in the background
+        while not (page := await world.call("alice", "webhooks.deliveries", {"webhook_id": webhook_id}))["items"]:
+            await anyio.sleep(0.05)
+    world.extra["delivery_id"] = world.name(page["items"][0]["delivery_id"], "delivery")
 
 
 # -- success cases: one per operation -----------------------------------------------------------------
@@ -308,6 +415,15 @@ SUCCESS: Final[dict[str, Case]] = {
     "admin.agents.suspend": Case(lambda w: {"agent": w.carol.handle, "reason": "parity"}, caller="admin"),
     "admin.agents.unsuspend": Case(lambda w: {"agent": w.carol.agent_id}, caller="admin", setup=carol_suspended),
     "admin.invites.create": Case(lambda w: {"uses": 2, "expires_in_hours": 1}, caller="admin"),
+    # usage and limits
+    "usage.get": Case(lambda w: {"from_day": days_ago(2), "to_day": days_ago(1)}, mode="read"),
+    "admin.usage": Case(lambda w: {"from_day": days_ago(1), "to_day": days_ago(1), "sort": "messages_sent",
+                                   "limit": 3}, caller="admin", mode="read"),
+    "admin.analytics": Case(lambda w: {"from_day": days_ago(3), "to_day": days_ago(1)}, caller="admin", mode="read"),
+    "admin.set_limits": Case(lambda w: {"agent": w.carol.handle, "messages_per_day": 7, "memory_mb": 3},
+                             caller="admin", mode="same"),
+    "admin.clear_limits": Case(lambda w: {"agent": w.carol.agent_id, "names": ["messages_per_day"]}, caller="admin",
+                               mode="same", setup=carol_limited),
     # conversations
     "conversations.open_direct": Case(lambda w: {"agent": w.carol.handle}, mode="same"),
     "conversations.create_group": Case(lambda w: {"title": "team", "topic": "t", "members": [w.bob.handle]}),
@@ -333,6 +449,90 @@ SUCCESS: Final[dict[str, Case]] = {
     "blocks.list": Case(lambda w: {"limit": 10}, mode="read", setup=carol_blocked),
     # events
     "events.list": Case(lambda w: {"after": 0, "limit": 20}, caller="bob", mode="read"),
+    # memories
+    "memories.create": Case(lambda w: {"content": "the group meets on Tuesdays", "conversation_id": w.group,
+                                       "category": "fact", "tags": ["meeting"], "importance": 4,
+                                       "source_message_id": w.m1}),
+    "memories.get": Case(lambda w: {"memory_id": w.extra["memory_id"]}, mode="read", setup=memory),
+    "memories.list": Case(lambda w: {"tags": ["p"], "order": "importance", "limit": 5}, mode="read", setup=memory),
+    "memories.search": Case(lambda w: {"query": "promises", "mode": "lexical", "limit": 3}, mode="read",
+                            setup=memory),
+    "memories.update": Case(lambda w: {"memory_id": w.extra["memory_id"], "content": "parity keeps them all",
+                                       "importance": 5, "expected_version": 1}, setup=memory),
+    "memories.history": Case(lambda w: {"memory_id": w.extra["memory_id"], "limit": 5}, mode="read", setup=memory),
+    "memories.archive": Case(lambda w: {"memory_id": w.extra["memory_id"]}, mode="same", setup=memory),
+    "memories.unarchive": Case(lambda w: {"memory_id": w.extra["memory_id"]}, mode="same", setup=archived_memory),
+    "memories.erase": Case(lambda w: {"memory_id": w.extra["memory_id"]}, setup=memory),
+    "memories.stats": Case(lambda w: {"conversation_id": w.group}, mode="read", setup=memory),
+    # files
+    "files.upload": Case(lambda w: {"name": "hello.txt", "content_base64": base64.b64encode(b"hello").decode(),
+                                    "expires_in_seconds": 3600}),
+    "files.get": Case(lambda w: {"file_id": w.extra["file_id"]}, mode="read", setup=a_file),
+    "files.list": Case(lambda w: {"limit": 5}, mode="read", setup=a_file),
+    "files.delete": Case(lambda w: {"file_id": w.extra["file_id"]}, setup=a_file),
+    # documents
+    "documents.add": Case(lambda w: {"title": "Notes", "text": "Meetings are on Tuesdays.",
+                                     "conversation_id": w.group}),
+    "documents.get": Case(lambda w: {"document_id": w.extra["document_id"]}, mode="read", setup=a_document),
+    "documents.text": Case(lambda w: {"document_id": w.extra["document_id"]}, mode="read", setup=a_document),
+    "documents.list": Case(lambda w: {"state": "ready", "limit": 5}, mode="read", setup=a_document),
+    "documents.search": Case(lambda w: {"query": "promise", "mode": "lexical", "group_by_document": True},
+                             mode="read", setup=a_document),
+    "documents.status": Case(lambda w: {}, mode="read", setup=a_document),
+    "documents.audit": Case(lambda w: {"document_id": w.extra["document_id"]}, mode="read", setup=a_document),
+    "documents.exclude": Case(lambda w: {"document_id": w.extra["document_id"]}, mode="same", setup=a_document),
+    "documents.include": Case(lambda w: {"document_id": w.extra["document_id"]}, mode="same",
+                              setup=an_excluded_document),
+    "documents.reingest": Case(lambda w: {"document_id": w.extra["document_id"]}, setup=a_document),
+    "documents.delete": Case(lambda w: {"document_id": w.extra["document_id"]}, setup=a_document),
+    "documents.store": Case(lambda w: {}, mode="read", setup=a_document),
+    # workflows
+    "workflows.create": Case(lambda w: PARITY_WORKFLOW),
+    "workflows.update": Case(lambda w: {"workflow_id": w.extra["workflow_id"], **PARITY_WORKFLOW, "name": "Parity 2"},
+                             setup=a_workflow),
+    "workflows.get": Case(lambda w: {"workflow_id": w.extra["workflow_id"]}, mode="read", setup=a_workflow),
+    "workflows.list": Case(lambda w: {"limit": 5}, mode="read", setup=a_workflow),
+    "workflows.versions": Case(lambda w: {"workflow_id": w.extra["workflow_id"]}, mode="read",
+                               setup=a_workflow_saved_twice),
+    "workflows.restore": Case(lambda w: {"workflow_id": w.extra["workflow_id"], "version": 1},
+                              setup=a_workflow_saved_twice),
+    "workflows.delete": Case(lambda w: {"workflow_id": w.extra["workflow_id"]}, setup=a_workflow),
+    "workflows.run": Case(lambda w: {"workflow_id": w.extra["workflow_id"], "input": {"x": 3},
+                                     "idempotency_key": "parity-run"}, setup=a_workflow),
+    "workflows.respond": Case(lambda w: {"execution_id": w.extra["execution_id"], "node_id": "gate", "approve": True},
+                              caller="bob", setup=a_waiting_approval),
+    "workflows.requests": Case(lambda w: {}, caller="bob", mode="read", setup=a_waiting_approval),
+    "executions.get": Case(lambda w: {"execution_id": w.extra["execution_id"]}, mode="read", setup=a_finished_run),
+    "executions.list": Case(lambda w: {"status": "completed"}, mode="read", setup=a_finished_run),
+    "executions.cancel": Case(lambda w: {"execution_id": w.extra["execution_id"]}, setup=a_waiting_approval),
+    "executions.stats": Case(lambda w: {"since": "2020-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"},
+                             mode="read", setup=a_finished_run),
+    # schedules
+    "schedules.create": Case(lambda w: {"workflow_id": w.extra["workflow_id"], "cron": "30 2 * * 1-5",
+                                        "timezone": "Europe/Berlin", "input": {"x": 5}}, setup=a_workflow),
+    "schedules.get": Case(lambda w: {"schedule_id": w.extra["schedule_id"]}, mode="read", setup=a_schedule),
+    "schedules.list": Case(lambda w: {"workflow_id": w.extra["workflow_id"]}, mode="read", setup=a_schedule),
+    "schedules.update": Case(lambda w: {"schedule_id": w.extra["schedule_id"], "cron": "0 4 * * *",
+                                        "enabled": False}, setup=a_schedule),
+    "schedules.delete": Case(lambda w: {"schedule_id": w.extra["schedule_id"]}, setup=a_schedule),
+    "schedules.run_now": Case(lambda w: {"schedule_id": w.extra["schedule_id"]}, setup=a_schedule),
+    # triggers and webhooks
+    "workflows.trigger": Case(lambda w: {"workflow_id": w.extra["workflow_id"], "input": {"x": 3},
+                                         "idempotency_key": "parity-trigger"}, setup=a_workflow),
+    "workflows.trigger_status": Case(lambda w: {"execution_id": w.extra["execution_id"]}, mode="read",
+                                     setup=a_finished_run),
+    "webhooks.create": Case(lambda w: {"url": PARITY_HOOK, "event_types": ["execution.*", "message.created"],
+                                       "description": "parity"}),
+    "webhooks.list": Case(lambda w: {"limit": 5}, mode="read", setup=a_webhook),
+    "webhooks.get": Case(lambda w: {"webhook_id": w.extra["webhook_id"]}, mode="read", setup=a_webhook),
+    "webhooks.update": Case(lambda w: {"webhook_id": w.extra["webhook_id"], "event_types": ["message.*"],
+                                       "description": "changed", "enabled": False}, setup=a_webhook),
+    "webhooks.delete": Case(lambda w: {"webhook_id": w.extra["webhook_id"]}, setup=a_webhook),
+    "webhooks.rotate_secret": Case(lambda w: {"webhook_id": w.extra["webhook_id"], "grace_seconds": 60},
+                                   setup=a_webhook),
+    "webhooks.deliveries": Case(lambda w: {"webhook_id": w.extra["webhook_id"]}, mode="read", setup=a_webhook),
+    "webhooks.redeliver": Case(lambda w: {"webhook_id": w.extra["webhook_id"], "delivery_id": w.extra["delivery_id"]},
+                               setup=a_delivery),
 }
 
 
@@ -415,6 +615,26 @@ ERRORS: Final[dict[str, list[ErrorCase]]] = {
     "admin.invites.create": [
         E("uses-out-of-range", lambda w: {"uses": 0}, caller="admin"),
         E("uses-wrong-type", lambda w: {"uses": "two"}, caller="admin"),
+    ],
+    "usage.get": [
+        E("from-after-to", lambda w: {"from_day": days_ago(0), "to_day": days_ago(1)}),
+        E("range-too-long", lambda w: {"from_day": days_ago(90)}),
+        E("another-agent", lambda w: {"agent": w.bob.handle}),
+    ],
+    "admin.usage": [
+        E("sort-unknown", lambda w: {"sort": "bytes"}, caller="admin"),
+        E("to-day-to-come", lambda w: {"to_day": days_ago(-1)}, caller="admin"),
+        E("cursor-not-ours", lambda w: {"cursor": "not-a-cursor"}, caller="admin"),
+    ],
+    "admin.analytics": [E("day-not-a-date", lambda w: {"from_day": "monday"}, caller="admin")],
+    "admin.set_limits": [
+        E("limit-negative", lambda w: {"agent": w.carol.handle, "messages_per_day": -1}, caller="admin"),
+        E("nothing-to-set", lambda w: {"agent": w.carol.handle}, caller="admin"),
+        E("agent-unknown", lambda w: {"agent": NOBODY, "messages_per_day": 1}, "not_found", caller="admin"),
+    ],
+    "admin.clear_limits": [
+        E("name-unknown", lambda w: {"agent": w.carol.handle, "names": ["bananas"]}, caller="admin"),
+        E("agent-unknown", lambda w: {"agent": NOBODY}, "not_found", caller="admin"),
     ],
     "conversations.open_direct": [
         E("agent-wrong-type", lambda w: {"agent": 5}),
@@ -522,6 +742,229 @@ ERRORS: Final[dict[str, list[ErrorCase]]] = {
         E("unknown-field", lambda w: {"colour": "blue"}),
         E("cursor-beyond-the-newest", lambda w: {"after": 10**12}),
     ],
+    "memories.create": [
+        E("content-empty", lambda w: {"content": ""}),
+        E("importance-out-of-range", lambda w: {"content": "x", "importance": 6}),
+        E("tag-bad-pattern", lambda w: {"content": "x", "tags": ["no spaces"]}),
+        E("content-over-the-limit", lambda w: {"content": "x" * (9 * 1024)}, "payload_too_large"),
+        E("not-a-member", lambda w: {"content": "x", "conversation_id": w.group}, "not_found", caller="carol"),
+        E("peer-blocks-caller", lambda w: {"content": "x", "conversation_id": w.extra["dave_dm"]}, "blocked"),
+        E("source-not-visible", lambda w: {"content": "x", "source_message_id": w.m1}, "not_found", caller="carol"),
+    ],
+    "memories.get": [
+        E("id-too-long", lambda w: {"memory_id": TOO_LONG}),
+        E("memory-unknown", lambda w: {"memory_id": "mem_nope"}, "not_found"),
+        E("someone-elses", lambda w: {"memory_id": w.extra["memory_id"]}, "not_found", caller="carol"),
+    ],
+    "memories.list": [
+        E("limit-out-of-range", lambda w: {"limit": 0}),
+        E("order-unknown", lambda w: {"order": "random"}),
+        E("cursor-not-ours", lambda w: {"cursor": "not-a-cursor"}),
+        E("not-a-member", lambda w: {"conversation_id": w.group}, "not_found", caller="carol"),
+    ],
+    "memories.search": [
+        E("query-empty", lambda w: {"query": ""}),
+        E("limit-over-50", lambda w: {"query": "x", "limit": 51}),
+        E("mode-unknown", lambda w: {"query": "x", "mode": "psychic"}),
+        E("not-a-member", lambda w: {"query": "x", "conversation_id": w.group}, "not_found", caller="carol"),
+    ],
+    "memories.update": [
+        E("importance-out-of-range", lambda w: {"memory_id": w.extra["memory_id"], "importance": 0}),
+        E("stale-version", lambda w: {"memory_id": w.extra["memory_id"], "pinned": True, "expected_version": 9},
+          "conflict"),
+        E("someone-elses", lambda w: {"memory_id": w.extra["memory_id"], "pinned": True}, "not_found",
+          caller="carol"),
+        E("not-the-author", lambda w: {"memory_id": w.extra["shared_memory_id"], "pinned": True}, "forbidden",
+          caller="bob"),
+    ],
+    "memories.history": [
+        E("id-too-long", lambda w: {"memory_id": TOO_LONG}),
+        E("someone-elses", lambda w: {"memory_id": w.extra["memory_id"]}, "not_found", caller="carol"),
+    ],
+    "memories.archive": [
+        E("unknown-field", lambda w: {"memory_id": w.extra["memory_id"], "colour": "blue"}),
+        E("memory-unknown", lambda w: {"memory_id": "mem_nope"}, "not_found"),
+    ],
+    "memories.unarchive": [
+        E("id-too-long", lambda w: {"memory_id": TOO_LONG}),
+        E("not-the-author", lambda w: {"memory_id": w.extra["shared_memory_id"]}, "forbidden", caller="bob"),
+    ],
+    "memories.erase": [
+        E("id-too-long", lambda w: {"memory_id": TOO_LONG}),
+        E("not-the-author", lambda w: {"memory_id": w.extra["shared_memory_id"]}, "forbidden", caller="bob"),
+        E("someone-elses", lambda w: {"memory_id": w.extra["memory_id"]}, "not_found", caller="carol"),
+    ],
+    "memories.stats": [
+        E("unknown-field", lambda w: {"colour": "blue"}),
+        E("not-a-member", lambda w: {"conversation_id": w.group}, "not_found", caller="carol"),
+    ],
+    "files.upload": [
+        E("name-with-a-path", lambda w: {"name": "../x.txt", "content_base64": "aGk="}),
+        E("not-base64", lambda w: {"name": "x.txt", "content_base64": "%%%"}),
+        E("no-bytes", lambda w: {"name": "x.txt"}),
+        E("over-the-inline-limit", lambda w: {"name": "x.bin", "content_base64": "A" * (700 * 1024)},
+          "payload_too_large"),
+    ],
+    "files.get": [
+        E("id-too-long", lambda w: {"file_id": TOO_LONG}),
+        E("file-unknown", lambda w: {"file_id": "fil_nope"}, "not_found"),
+        E("someone-elses", lambda w: {"file_id": w.extra["file_id"]}, "not_found", caller="carol"),
+    ],
+    "files.list": [E("limit-out-of-range", lambda w: {"limit": 0})],
+    "files.delete": [
+        E("id-too-long", lambda w: {"file_id": TOO_LONG}),
+        E("someone-elses", lambda w: {"file_id": w.extra["file_id"]}, "not_found", caller="carol"),
+    ],
+    "documents.add": [
+        E("no-source", lambda w: {"title": "t"}),
+        E("text-and-file", lambda w: {"title": "t", "text": "x", "file_id": w.extra["file_id"]}),
+        E("text-without-title", lambda w: {"text": "x"}),
+        E("file-not-readable", lambda w: {"file_id": w.extra["file_id"]}, "not_found", caller="carol"),
+        E("not-a-member", lambda w: {"title": "t", "text": "x", "conversation_id": w.group}, "not_found",
+          caller="carol"),
+    ],
+    "documents.get": [
+        E("id-too-long", lambda w: {"document_id": TOO_LONG}),
+        E("someone-elses", lambda w: {"document_id": w.extra["document_id"]}, "not_found", caller="carol"),
+    ],
+    "documents.text": [
+        E("id-too-long", lambda w: {"document_id": TOO_LONG}),
+        E("document-unknown", lambda w: {"document_id": "doc_nope"}, "not_found"),
+    ],
+    "documents.list": [
+        E("limit-out-of-range", lambda w: {"limit": 0}),
+        E("state-unknown", lambda w: {"state": "lost"}),
+    ],
+    "documents.search": [
+        E("query-empty", lambda w: {"query": ""}),
+        E("limit-over-50", lambda w: {"query": "x", "limit": 51}),
+        E("not-a-member", lambda w: {"query": "x", "conversation_id": w.group}, "not_found", caller="carol"),
+    ],
+    "documents.status": [
+        E("unknown-field", lambda w: {"colour": "blue"}),
+        E("not-a-member", lambda w: {"conversation_id": w.group}, "not_found", caller="carol"),
+    ],
+    "documents.audit": [E("limit-out-of-range", lambda w: {"limit": 0})],
+    "documents.exclude": [
+        E("id-too-long", lambda w: {"document_id": TOO_LONG}),
+        E("document-unknown", lambda w: {"document_id": "doc_nope"}, "not_found"),
+    ],
+    "documents.include": [E("id-too-long", lambda w: {"document_id": TOO_LONG})],
+    "documents.reingest": [E("id-too-long", lambda w: {"document_id": TOO_LONG})],
+    "documents.delete": [
+        E("id-too-long", lambda w: {"document_id": TOO_LONG}),
+        E("someone-elses", lambda w: {"document_id": w.extra["document_id"]}, "not_found", caller="carol"),
+    ],
+    "documents.store": [E("unknown-field", lambda w: {"colour": "blue"})],
+    "workflows.create": [
+        E("no-nodes", lambda w: {"name": "x", "nodes": []}),
+        E("unknown-step", lambda w: {"name": "x", "nodes": [{"id": "a", "type": "teleport"}]}),
+        E("cycle", lambda w: {"name": "x", "nodes": [{"id": "a", "type": "transform", "value": 1},
+                                                     {"id": "b", "type": "transform", "value": 1}],
+                              "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "a"}]}),
+    ],
+    "workflows.update": [
+        E("someone-elses", lambda w: {"workflow_id": w.extra["workflow_id"], **PARITY_WORKFLOW}, "not_found",
+          caller="carol"),
+        E("id-malformed", lambda w: {"workflow_id": TOO_LONG, **PARITY_WORKFLOW}),
+    ],
+    "workflows.get": [
+        E("id-malformed", lambda w: {"workflow_id": "wfl_x"}),
+        E("someone-elses", lambda w: {"workflow_id": w.extra["workflow_id"]}, "not_found", caller="carol"),
+        E("version-unknown", lambda w: {"workflow_id": w.extra["workflow_id"], "version": 9}, "not_found"),
+    ],
+    "workflows.list": [E("limit-out-of-range", lambda w: {"limit": 0})],
+    "workflows.versions": [E("id-malformed", lambda w: {"workflow_id": TOO_LONG})],
+    "workflows.restore": [
+        E("version-unknown", lambda w: {"workflow_id": w.extra["workflow_id"], "version": 9}, "not_found"),
+        E("version-zero", lambda w: {"workflow_id": w.extra["workflow_id"], "version": 0}),
+    ],
+    "workflows.delete": [
+        E("id-malformed", lambda w: {"workflow_id": "wfl_x"}),
+        E("someone-elses", lambda w: {"workflow_id": w.extra["workflow_id"]}, "not_found", caller="carol"),
+    ],
+    "workflows.run": [
+        E("input-against-schema", lambda w: {"workflow_id": w.extra["workflow_id"], "input": {"x": "two"}}),
+        E("someone-elses", lambda w: {"workflow_id": w.extra["workflow_id"]}, "not_found", caller="carol"),
+    ],
+    "workflows.respond": [
+        E("not-asked", lambda w: {"execution_id": w.extra["execution_id"], "node_id": "gate", "approve": True},
+          "not_found", caller="carol"),
+        E("no-decision", lambda w: {"execution_id": w.extra["execution_id"], "node_id": "gate"}, caller="bob"),
+        E("node-malformed", lambda w: {"execution_id": w.extra["execution_id"], "node_id": "Not A Node"}),
+    ],
+    "workflows.requests": [E("unknown-field", lambda w: {"colour": "blue"})],
+    "executions.get": [
+        E("someone-elses", lambda w: {"execution_id": w.extra["execution_id"]}, "not_found", caller="carol"),
+        E("wait-too-long", lambda w: {"execution_id": w.extra["execution_id"], "wait_seconds": 61}),
+    ],
+    "executions.list": [E("status-unknown", lambda w: {"status": "sleeping"})],
+    "executions.cancel": [
+        E("id-malformed", lambda w: {"execution_id": "exe_x"}),
+        E("someone-elses", lambda w: {"execution_id": w.extra["execution_id"]}, "not_found", caller="carol"),
+    ],
+    "executions.stats": [E("unknown-field", lambda w: {"colour": "blue"})],
+    "schedules.create": [
+        E("cron-invalid", lambda w: {"workflow_id": w.extra["workflow_id"], "cron": "0 25 * * *"}),
+        E("timezone-unknown", lambda w: {"workflow_id": w.extra["workflow_id"], "cron": "0 * * * *",
+                                         "timezone": "Atlantis/Capital"}),
+        E("someone-elses-workflow", lambda w: {"workflow_id": w.extra["workflow_id"], "cron": "0 * * * *"},
+          "not_found", caller="carol"),
+    ],
+    "schedules.get": [
+        E("id-malformed", lambda w: {"schedule_id": "sch_x"}),
+        E("someone-elses", lambda w: {"schedule_id": w.extra["schedule_id"]}, "not_found", caller="carol"),
+    ],
+    "schedules.list": [E("limit-out-of-range", lambda w: {"limit": 0})],
+    "schedules.update": [
+        E("cron-seconds", lambda w: {"schedule_id": w.extra["schedule_id"], "cron": "* * * * * *"}),
+        E("someone-elses", lambda w: {"schedule_id": w.extra["schedule_id"], "enabled": False}, "not_found",
+          caller="carol"),
+    ],
+    "schedules.delete": [
+        E("id-malformed", lambda w: {"schedule_id": TOO_LONG}),
+        E("someone-elses", lambda w: {"schedule_id": w.extra["schedule_id"]}, "not_found", caller="carol"),
+    ],
+    "schedules.run_now": [
+        E("id-malformed", lambda w: {"schedule_id": "sch_x"}),
+        E("someone-elses", lambda w: {"schedule_id": w.extra["schedule_id"]}, "not_found", caller="carol"),
+    ],
+    "workflows.trigger": [
+        E("input-against-schema", lambda w: {"workflow_id": w.extra["workflow_id"], "input": {"x": "two"}}),
+        E("someone-elses", lambda w: {"workflow_id": w.extra["workflow_id"]}, "not_found", caller="carol"),
+        E("webhook-url-private", lambda w: {"workflow_id": w.extra["workflow_id"], "webhook_url": "http://10.0.0.1/"}),
+    ],
+    "workflows.trigger_status": [
+        E("id-malformed", lambda w: {"execution_id": "exe_x"}),
+        E("someone-elses", lambda w: {"execution_id": w.extra["execution_id"]}, "not_found", caller="carol"),
+    ],
+    "webhooks.create": [
+        E("url-private", lambda w: {"url": "http://127.0.0.1:8080/", "event_types": ["*"]}),
+        E("event-type-unknown", lambda w: {"url": PARITY_HOOK, "event_types": ["nothing.here"]}),
+    ],
+    "webhooks.list": [E("limit-out-of-range", lambda w: {"limit": 0})],
+    "webhooks.get": [
+        E("id-malformed", lambda w: {"webhook_id": "whk_x"}),
+        E("someone-elses", lambda w: {"webhook_id": w.extra["webhook_id"]}, "not_found", caller="carol"),
+    ],
+    "webhooks.update": [
+        E("url-private", lambda w: {"webhook_id": w.extra["webhook_id"], "url": "http://192.168.1.1/"}),
+        E("someone-elses", lambda w: {"webhook_id": w.extra["webhook_id"], "enabled": False}, "not_found",
+          caller="carol"),
+    ],
+    "webhooks.delete": [
+        E("id-malformed", lambda w: {"webhook_id": TOO_LONG}),
+        E("someone-elses", lambda w: {"webhook_id": w.extra["webhook_id"]}, "not_found", caller="carol"),
+    ],
+    "webhooks.rotate_secret": [
+        E("grace-too-long", lambda w: {"webhook_id": w.extra["webhook_id"], "grace_seconds": 10**7}),
+    ],
+    "webhooks.deliveries": [E("status-unknown", lambda w: {"webhook_id": w.extra["webhook_id"], "status": "lost"})],
+    "webhooks.redeliver": [
+        E("delivery-malformed", lambda w: {"webhook_id": w.extra["webhook_id"], "delivery_id": "whd_x"}),
+        E("delivery-unknown", lambda w: {"webhook_id": w.extra["webhook_id"], "delivery_id": "whd_" + "0" * 26},
+          "not_found"),
+    ],
 }
 
 
@@ -550,7 +993,8 @@ def all_error_cases() -> list[tuple[str, ErrorCase]]:
 
 ID: Final = re.compile(r"([a-z]{3})_[0-9a-z]{20,32}")
 TIMESTAMP: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
-SECRETS: Final = {"access_token", "refresh_token", "api_key", "recovery_key", "invite_code", "prefix"}
+SECRETS: Final = {"access_token", "refresh_token", "api_key", "recovery_key", "invite_code", "prefix", "secret",
+                   "webhook_secret"}
 
 
 def masked(value: Any, names: dict[str, str]) -> Any:
@@ -621,6 +1065,7 @@ def test_comparison_modes_match_the_table_flags() -> None:
             assert op.idempotent, f"{name} is not idempotent in the table: it cannot use mode same"
 
 
+@diagonal  # what is compared is the transports' rendering of one result: each loop and each store once
 @pytest.mark.parametrize("name", sorted(SUCCESS))
 async def test_an_operation_gives_the_same_result_over_every_transport(
     name: str, hub: HubClient, transports: list[Transport]
@@ -648,12 +1093,26 @@ async def error_world(hub_server: HubServer) -> World:
         world = await World.build(hub)
         dave = await hub.register("dave")
         world.agents["dave"] = dave
+        world.extra["dave_dm"] = (await world.call("dave", "conversations.open_direct",
+                                                   {"agent": world.alice.agent_id}))["conversation_id"]
         await world.call("dave", "blocks.add", {"agent": world.alice.agent_id})
+        await a_schedule(world)
+        await memory(world)
+        await a_file(world)
+        await a_document(world)
+        await a_waiting_approval(world)
+        await a_workflow(world)
+        await a_webhook(world)
+        shared = await world.call("alice", "memories.create", {"content": "shared", "conversation_id": world.group})
+        world.extra["shared_memory_id"] = shared["memory"]["memory_id"]
         for caller, scope in (("agents-only", Scope.AGENTS_READ), ("messages-only", Scope.MESSAGES_READ)):
             world.credentials[caller] = await hub.api_key(world.alice, scopes=[scope.value])
     return world
 
 
+# The subject is the transports (each loop serves them with its own server); the same bad input gets the
+# same answer from either store, so each loop and each store once.
+@diagonal
 @pytest.mark.parametrize(("name", "case"), all_error_cases(), ids=lambda v: v if isinstance(v, str) else v.label)
 async def test_an_operation_gives_the_same_error_for_the_same_bad_input_over_every_transport(
     name: str, case: ErrorCase, error_world: World, transports: list[Transport]
@@ -689,3 +1148,16 @@ async def test_the_idempotency_key_header_stands_for_the_idempotency_param_over_
     assert not websocket.failed, websocket
     assert response.status_code == op.http_status, response.text
     assert response.json() == websocket.result
+    # The same key for another request is a conflict (409), never the first result silently.
+    response = await hub.http.request(
+        **rest_request(op, {**without, **ANOTHER_REQUEST[name]}),
+        headers={"authorization": f"Bearer {world.credential(case.caller)}",
+                 "idempotency-key": str(params[op.idempotency_param])},
+    )
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "conflict"), response.text
+
+
+# What each idempotent operation's success case changes to ask for something else under the same key.
+ANOTHER_REQUEST: dict[str, dict[str, Any]] = {"messages.send": {"body": "something else"},
+                                              "workflows.run": {"input": {"something": "else"}},
+                                              "workflows.trigger": {"input": {"x": 4}}}

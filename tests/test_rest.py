@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from .client import HubClient, unique_handle
+from .client import Agent, HubClient, unique_handle
 from .conftest import ServerFactory
 
 
@@ -66,7 +66,9 @@ async def test_query_params_are_typed_by_the_operation_model(hub: HubClient) -> 
     [
         ("GET", "/api/auth/me", 401, "unauthorized"),
         ("GET", "/api/no/such/route", 404, "method_not_found"),
-        ("PUT", "/api/auth/me", 405, "invalid_request"),
+        ("PUT", "/api/auth/me", 405, "method_not_allowed"),
+        # A literal path is not taken for a parameterised one that has the method (a workflow "requests").
+        ("PUT", "/api/workflows/requests", 405, "method_not_allowed"),
     ],
 )
 async def test_errors_use_the_envelope_and_their_status(hub: HubClient, method: str, path: str, status: int,
@@ -75,6 +77,15 @@ async def test_errors_use_the_envelope_and_their_status(hub: HubClient, method: 
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
     assert set(response.json()["error"]) == {"code", "message", "details"}
+
+
+async def test_a_wrong_method_is_405_with_every_allowed_method_in_allow(hub: HubClient) -> None:
+    response = await hub.http.request("PUT", "/api/messages/msg_0")
+    assert response.status_code == 405
+    assert sorted(method.strip() for method in response.headers["allow"].split(",")) == [
+        "DELETE", "GET", "HEAD", "PATCH"]
+    head = await hub.http.head("/api/messages/msg_0")
+    assert head.status_code == 401 and head.content == b""
 
 
 async def test_unauthorized_carries_www_authenticate(hub: HubClient) -> None:
@@ -106,7 +117,8 @@ async def test_a_body_that_is_not_json_is_415_or_400(hub: HubClient) -> None:
     as_text = await hub.http.patch("/api/agents/me", content=b'{"description": "x"}',
                                    headers={**headers, "content-type": "text/plain"})
     assert as_text.status_code == 415 and as_text.json()["error"]["code"] == "unsupported_media_type"
-    broken = await hub.http.patch("/api/agents/me", content=b"{nope", headers={**headers, "content-type": "application/json"})
+    broken = await hub.http.patch("/api/agents/me", content=b"{nope",
+                                  headers={**headers, "content-type": "application/json"})
     assert broken.status_code == 400
     not_object = await hub.http.patch("/api/agents/me", json=[1, 2], headers=headers)
     assert not_object.status_code == 400
@@ -127,20 +139,26 @@ async def test_a_query_string_over_the_limit_is_413(hub: HubClient) -> None:
 
 
 async def test_rate_limits_answer_429_with_retry_after_and_ratelimit_headers(start_hub: ServerFactory) -> None:
-    server = start_hub(rate_read="2:0.01")
+    server = start_hub(rate_read="2:0.01", rate_write="3:0.01")
     async with HubClient(server) as hub:
         agent = await register(hub.http)
         headers = bearer(agent["tokens"]["access_token"])
-        statuses = [(await hub.http.get("/api/auth/me", headers=headers)) for _ in range(3)]
-    assert [r.status_code for r in statuses] == [200, 200, 429]
-    assert [r.headers["x-ratelimit-remaining"] for r in statuses] == ["1", "0", "0"]
-    assert all(r.headers["x-ratelimit-limit"] == "2" for r in statuses)
-    limited = statuses[-1]
-    assert limited.json()["error"]["code"] == "rate_limited"
-    assert int(limited.headers["retry-after"]) >= 1
-    assert limited.headers["x-ratelimit-limit"] == "2"
-    assert limited.headers["x-ratelimit-remaining"] == "0"
-    assert limited.json()["error"]["details"]["retry_after"] > 0
+        reads = [(await hub.http.get("/api/auth/me", headers=headers)) for _ in range(3)]
+        writes = [(await hub.http.patch("/api/agents/me", headers=headers, json={"description": f"v{i}"}))
+                  for i in range(4)]
+    for responses, limit in ((reads, 2), (writes, 3)):  # each class reports its own bucket
+        assert [r.status_code for r in responses] == [200] * limit + [429]
+        assert ([r.headers["x-ratelimit-remaining"] for r in responses]
+                == [str(n) for n in range(limit - 1, -1, -1)] + ["0"])
+        assert all(r.headers["x-ratelimit-limit"] == str(limit) for r in responses)
+        # A bucket refilling at 0.01/s is full again in 100 s per token spent.
+        resets = [int(r.headers["x-ratelimit-reset"]) for r in responses]
+        assert resets[:limit] == [100 * n for n in range(1, limit + 1)]
+        limited = responses[-1]
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert int(limited.headers["retry-after"]) >= 1
+        assert limited.headers["x-ratelimit-reset"] == limited.headers["retry-after"]
+        assert limited.json()["error"]["details"]["retry_after"] > 0
 
 
 async def test_openapi_document_lists_every_operation_once(hub: HubClient) -> None:
@@ -156,3 +174,12 @@ async def test_docs_page_and_its_assets_are_served_by_the_hub(hub: HubClient) ->
     assert page.status_code == 200 and "/openapi.json" in page.text
     bundle = await hub.http.get("/docs/static/swagger-ui-bundle.js")
     assert bundle.status_code == 200 and len(bundle.content) > 100_000
+
+
+async def test_a_body_of_whitespace_is_not_json_but_no_body_is_no_params(hub: HubClient, alice: Agent) -> None:
+    group = await hub.call("conversations.create_group", {"title": "g"}, token=alice.access_token)
+    path = f"/api/conversations/{group['conversation_id']}/leave"
+    headers = {**bearer(alice.access_token), "content-type": "application/json"}
+    whitespace = await hub.http.post(path, content=b"\n", headers=headers)
+    assert whitespace.status_code == 400 and whitespace.json()["error"]["code"] == "invalid_request"
+    assert (await hub.http.post(path, content=b"", headers=headers)).status_code == 200

@@ -13,8 +13,10 @@ import anyio.abc
 import pytest
 
 from bridges.client._websocket import ConnectionClosed
+from bridges.ws_rpc import GOING_AWAY_REASON
 
 from .client import HubClient, RpcError, RpcSocket, unique_handle
+from .conftest import diagonal, sqlite_only
 from .servers import HubServer
 
 EXIT_WITHIN = 10.0
@@ -75,6 +77,7 @@ def request(method: str, params: Any = None, request_id: Any = 1) -> dict[str, A
     return body
 
 
+@diagonal  # its own hub, stopped: each loop and each store once
 async def test_sigterm_with_requests_in_flight_exits_0_leaves_no_process_and_keeps_acknowledged_writes(
     start_hub: Any,
 ) -> None:
@@ -122,6 +125,7 @@ async def test_sigterm_with_requests_in_flight_exits_0_leaves_no_process_and_kee
         assert missing.value.code == "not_found"
 
 
+@diagonal  # its own hub, stopped: each loop and each store once
 async def test_a_client_that_stopped_reading_does_not_hold_up_shutdown(start_hub: Any) -> None:
     server: HubServer = start_hub()
     assert server.process is not None
@@ -152,3 +156,30 @@ async def test_a_client_that_stopped_reading_does_not_hold_up_shutdown(start_hub
     assert code == 0, server.log()
     assert took < EXIT_WITHIN
     assert living(family) == set()
+
+
+@sqlite_only
+async def test_sigterm_closes_every_websocket_with_1001_after_answering_what_it_has_in_flight(start_hub: Any) -> None:
+    server: HubServer = start_hub()
+    async with HubClient(server) as client:
+        agent = await client.register("going-away")
+    idle = await RpcSocket.open(server, agent.access_token)
+    busy = await RpcSocket.open(server, agent.access_token)
+    try:
+        await idle.call("auth.whoami")
+        cursor = (await busy.call("events.list", {"limit": 100}))["next_cursor"]
+        # A long poll that ends (empty) 0.6 s from now, within the second the hub gives requests in flight.
+        await busy.send(request("events.list", {"after": cursor, "timeout": 0.6}, "polling"))
+        # Answered after the poll was read, so the poll is in flight when the signal comes.
+        assert (await busy.call("auth.whoami"))["agent"]["agent_id"] == agent.agent_id
+        code, _ = await sigterm_and_wait(server)
+        assert code == 0, server.log()
+        answer = await busy.receive()
+        assert answer["id"] == "polling" and answer["result"]["items"] == [], answer
+        for ws in (busy, idle):
+            with pytest.raises(ConnectionClosed) as closed, anyio.fail_after(10):
+                await ws.receive()
+            assert (closed.value.code, closed.value.reason) == (1001, GOING_AWAY_REASON)
+    finally:
+        await idle.connection.close()
+        await busy.connection.close()

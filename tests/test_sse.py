@@ -10,6 +10,7 @@ from .client import Agent, HubClient
 from .conftest import ServerFactory
 from .sse_client import open_sse
 
+
 async def read_events(hub: HubClient, agent: Agent, count: int, headers: dict[str, str] | None = None,
                       params: dict[str, str] | None = None) -> list[dict[str, Any]]:
     events = []

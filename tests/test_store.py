@@ -8,7 +8,6 @@ cancelled, and refuses writes once closed.
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,8 +16,6 @@ from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Ta
 from sqlalchemy.exc import IntegrityError
 
 from storage.store import Store, StoreClosed, create_store_engine
-
-from .servers import create_postgres_database, drop_postgres_database
 
 metadata = MetaData()
 items = Table(
@@ -29,16 +26,6 @@ items = Table(
 )
 
 
-@pytest.fixture
-def database_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
-    if store_kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    url = create_postgres_database()
-    try:
-        yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from bridges.client._websocket import ConnectionClosed, HandshakeRejected, WebSocketConnection
 
 from .client import Agent, HubClient, RpcError, RpcSocket, unique_handle
+from .conftest import sqlite_only
 from .servers import HubServer, drop_postgres_database, make_server
 
 TIGHT = {"max_frame_bytes": "2048", "ws_heartbeat_seconds": "0.2", "ws_auth_timeout_seconds": "0.5",
@@ -24,7 +26,7 @@ def tight_server(tmp_path_factory: pytest.TempPathFactory, anyio_backend: str, s
     outbound queue per connection."""
     server = make_server(anyio_backend, store_kind, tmp_path_factory.mktemp(f"tight-{anyio_backend}-{store_kind}"),
                          **TIGHT)
-    server.start()
+    server.launch()
     try:
         yield server
     finally:
@@ -270,7 +272,7 @@ async def test_a_batch_over_max_batch_is_refused_whole_over_websocket(hub: HubCl
                       [request("auth.whoami", request_id=i) for i in range(1, 101)])
         answer = await ws.receive()
         assert isinstance(answer, dict)
-        assert (answer["error"]["code"], answer["error"]["data"]["code"]) == (-32600, "payload_too_large")
+        assert (answer["error"]["code"], answer["error"]["data"]["code"]) == (-32013, "payload_too_large")
         with pytest.raises(RpcError) as missing:
             await ws.call("agents.get", {"agent": handle})
         assert missing.value.code == "not_found"
@@ -341,12 +343,17 @@ async def test_many_concurrent_requests_on_one_connection_are_each_answered_with
 # -- slow consumers -------------------------------------------------------------------------------------
 
 
-async def _slow_consumer_disconnects(client: HubClient) -> int:
+async def gauge(client: HubClient, name: str) -> int:
+    """A gauge of the hub's /metrics (0 until it is set)."""
     text = (await client.http.get("/metrics")).text
     for line in text.splitlines():
-        if line.startswith("parley_ws_slow_consumer_disconnects "):
+        if line.startswith(f"{name} "):
             return int(float(line.split()[1]))
     return 0
+
+
+async def _slow_consumer_disconnects(client: HubClient) -> int:
+    return await gauge(client, "parley_ws_slow_consumer_disconnects")
 
 
 async def test_a_client_that_does_not_read_is_closed_with_1013_not_buffered(tight: HubClient) -> None:
@@ -393,3 +400,39 @@ async def test_a_client_that_does_not_read_is_closed_with_1013_not_buffered(tigh
         # The hub is fine, and so is a new connection of the same agent.
         async with await RpcSocket.open(server, agent.access_token) as ws:
             assert (await ws.call("auth.whoami"))["agent"]["agent_id"] == agent.agent_id
+
+
+# -- dead peers -----------------------------------------------------------------------------------------
+
+
+@sqlite_only
+async def test_a_peer_that_stops_answering_pings_is_dropped_within_interval_plus_timeout(start_hub: Any) -> None:
+    interval, timeout = 0.5, 1.5  # time enough for a busy machine to answer
+    server: HubServer = start_hub(ws_ping_seconds=str(interval), ws_ping_timeout_seconds=str(timeout))
+    async with HubClient(server) as client:
+        agent = await client.register("ws-silent")
+        alive = await RpcSocket.open(server, agent.access_token)
+        silent = await RpcSocket.open(server, agent.access_token)
+        try:
+            await silent.call("auth.whoami")
+            silent_since = time.monotonic()  # from here on it reads nothing, so it answers no ping
+            assert await gauge(client, "parley_ws_connections") == 2
+
+            async with anyio.create_task_group() as tg:
+                # Reading answers the hub's pings (the client does that as it reads).
+                tg.start_soon(alive.connection.receive)
+                with anyio.fail_after(10):
+                    while await gauge(client, "parley_ws_connections") != 1:
+                        await anyio.sleep(0.05)
+                dropped_after = time.monotonic() - silent_since
+                # Kept reading well past its silent twin's deadline, the answering peer is still served.
+                await anyio.sleep(interval + timeout)
+                tg.cancel_scope.cancel()
+            assert dropped_after < interval + timeout + 2.0  # slack for a busy machine
+            assert await gauge(client, "parley_ws_connections") == 1
+            assert (await alive.call("auth.whoami"))["agent"]["agent_id"] == agent.agent_id
+            with pytest.raises(ConnectionClosed), anyio.fail_after(10):
+                await silent.receive()
+        finally:
+            await alive.connection.close()
+            await silent.connection.close()

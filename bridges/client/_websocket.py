@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 import anyio
 from anyio.abc import ByteStream
 from wsproto import ConnectionType, WSConnection
-from wsproto.utilities import RemoteProtocolError
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -22,6 +21,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.utilities import RemoteProtocolError
 
 CONNECT_TIMEOUT: Final = 10.0
 CLOSE_TIMEOUT: Final = 2.0
@@ -55,6 +55,8 @@ class WebSocketConnection:
         self._send_lock = anyio.Lock()
         self._pending: list[str | bytes] = []
         self._fragments: list[str] | list[bytes] = []
+        self._unread: list[object] = []
+        """Events that came with the handshake's answer (a server may ping or write at once)."""
         self.closed: ConnectionClosed | None = None
 
     @classmethod
@@ -91,8 +93,9 @@ class WebSocketConnection:
                 events = await self._read_events()
             except RemoteProtocolError as exc:
                 raise OSError(f"the server broke off the WebSocket handshake: {exc}") from None
-            for event in events:
+            for i, event in enumerate(events):
                 if isinstance(event, AcceptConnection):
+                    self._unread = events[i + 1:]
                     return
                 if isinstance(event, RejectConnection):
                     status = event.status_code
@@ -105,6 +108,9 @@ class WebSocketConnection:
                         raise HandshakeRejected(status, body)
 
     async def _read_events(self) -> list[object]:
+        if self._unread:
+            events, self._unread = self._unread, []
+            return events
         try:
             data = await self._stream.receive(READ_CHUNK)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -127,7 +133,7 @@ class WebSocketConnection:
                     if event.message_finished:
                         self._pending.append(type(event.data)().join(self._fragments))  # type: ignore[arg-type]
                         self._fragments = []
-                elif isinstance(event, Ping):
+                elif isinstance(event, Ping) and self._protocol.state.name == "OPEN":  # not once closing
                     await self._send_bytes(self._protocol.send(event.response()))
                 elif isinstance(event, CloseConnection):
                     self.closed = ConnectionClosed(event.code, event.reason or "")

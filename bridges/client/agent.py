@@ -142,6 +142,10 @@ class ParleyClient:
         self._tasks: TaskGroup | None = None
         self.connections = 0
         """How many times a connection was established (1 + reconnects)."""
+        self.refreshes = 0
+        """How many times the access token was refreshed on an open connection."""
+        self.failed_authentications = 0
+        """How many new connections failed to authenticate for a passing reason (rate limit, hub error)."""
 
     async def __aenter__(self) -> "ParleyClient":
         self._tasks = anyio.create_task_group()
@@ -248,7 +252,10 @@ class ParleyClient:
                         started, backoff = True, self._min_backoff
                 finally:
                     self._link = None
-                    self._connected = anyio.Event()
+                    if self._connected.is_set():
+                        # Its waiters have woken; the next connection gets a fresh event. One that was
+                        # never set (authentication failed) is kept: calls wait on it for the next try.
+                        self._connected = anyio.Event()
                     with anyio.CancelScope(shield=True):
                         await ws.close()
             if self._fatal is not None:
@@ -274,6 +281,7 @@ class ParleyClient:
                 return False
             except (ConnectionLost, HubError) as error:
                 log.info("authentication on a new connection failed: %s", error)
+                self.failed_authentications += 1
                 tg.cancel_scope.cancel()
                 return False
             self._drain_stale_events()
@@ -312,6 +320,7 @@ class ParleyClient:
             while True:
                 await anyio.sleep(expires_in * REFRESH_MARGIN)
                 expires_in = await self._authenticate(link)
+                self.refreshes += 1
         except (ConnectionLost, HubError) as error:
             log.info("token refresh failed: %s; reconnecting", error)
             tg.cancel_scope.cancel()

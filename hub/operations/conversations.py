@@ -37,7 +37,8 @@ async def open_direct(services: Services, caller: Principal, params: OpenDirectP
 
 
 @operation(
-    "conversations.create_group", scope=Scope.MESSAGES_WRITE, rate=RateClass.WRITE, route=("POST", "/api/conversations", 201)
+    "conversations.create_group", scope=Scope.MESSAGES_WRITE, rate=RateClass.WRITE,
+    route=("POST", "/api/conversations", 201)
 )
 async def create_group(services: Services, caller: Principal, params: CreateGroupParams) -> ConversationDetail:
     """Create a group conversation with a title, an optional topic and first members; you become its owner.

@@ -10,17 +10,15 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import BaseModel
 
 from protocol.identity import Scope
 
-from ..principal import Principal
 from ..ratelimit import RateClass
-from ..services import Services
 
-Handler = Callable[[Services, Principal, Any], Awaitable[BaseModel]]
+Handler = Callable[..., Awaitable[BaseModel]]
+"""`(services, caller, params)`; an operation that takes uploads also gets `upload` (None without one)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +41,8 @@ class Operation:
     idempotent: bool = False
     idempotency_param: str | None = None
     """The param that makes a retry safe (REST fills it from the `Idempotency-Key` header)."""
+    takes_upload: bool = False
+    """Its handler also takes an `Upload` (REST `multipart/form-data`); JSON transports send bytes in params."""
 
 
 OPERATIONS: dict[str, Operation] = {}
@@ -58,6 +58,7 @@ def operation(
     destructive: bool = False,
     idempotent: bool = False,
     idempotency_param: str | None = None,
+    takes_upload: bool = False,
 ) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         if name in OPERATIONS:
@@ -81,6 +82,7 @@ def operation(
             destructive=destructive,
             idempotent=idempotent or read_only,
             idempotency_param=idempotency_param,
+            takes_upload=takes_upload,
         )
         return handler
 

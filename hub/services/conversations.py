@@ -32,7 +32,6 @@ from protocol.members import Member, Role
 from protocol.messages import MessageKind, SystemAction, SystemNotice
 from storage.queries import blocks as block_queries
 from storage.queries import conversations as conversation_queries
-from storage.queries import events as event_queries
 from storage.store import Store
 
 from ..bus import EventBus
@@ -156,7 +155,6 @@ class ConversationService:
         now = self._clock.now()
 
         def write(conn: Connection) -> tuple[Conversation, list[Delivery]]:
-            event_queries.serialize_appends(conn)
             conversation, deliveries = open_direct_txn(conn, caller_id, resolve_agent(conn, ref), now)
             member = conversation_queries.get_member(conn, conversation["id"], caller_id)
             assert member is not None
@@ -173,7 +171,6 @@ class ConversationService:
         conversation_id = ids.new_id(ids.CONVERSATION)
 
         def write(conn: Connection) -> tuple[ConversationDetail, list[Delivery]]:
-            event_queries.serialize_appends(conn)
             invited = self._resolve_new_members(conn, params.members, exclude=caller_id, current=1)
             for agent in invited:
                 if block_queries.blocks_agent(conn, agent["id"], caller_id):
@@ -239,7 +236,6 @@ class ConversationService:
         now = self._clock.now()
 
         def write(conn: Connection) -> tuple[Conversation, list[Delivery]]:
-            event_queries.serialize_appends(conn)
             conversation, member = require_member(conn, params.conversation_id, caller_id)
             _require_group(conversation)
             _require_manager(member, "change the title or topic")
@@ -265,7 +261,6 @@ class ConversationService:
         conversation_id = params.conversation_id
 
         def write(conn: Connection) -> tuple[ConversationDetail, list[Delivery]]:
-            event_queries.serialize_appends(conn)
             conversation, member = require_member(conn, conversation_id, caller_id)
             _require_group(conversation)
             _require_manager(member, "add members")
@@ -314,7 +309,6 @@ class ConversationService:
         conversation_id = params.conversation_id
 
         def write(conn: Connection) -> tuple[ConversationDetail, list[Delivery]]:
-            event_queries.serialize_appends(conn)
             conversation, member = require_member(conn, conversation_id, caller_id)
             _require_group(conversation)
             _require_manager(member, "remove members")
@@ -336,7 +330,6 @@ class ConversationService:
         conversation_id = params.conversation_id
 
         def write(conn: Connection) -> tuple[Member, list[Delivery]]:
-            event_queries.serialize_appends(conn)
             conversation, member = require_member(conn, conversation_id, caller_id)
             _require_group(conversation)
             if member["role"] != Role.OWNER:
@@ -357,7 +350,6 @@ class ConversationService:
         now = self._clock.now()
 
         def write(conn: Connection) -> tuple[Empty, list[Delivery]]:
-            event_queries.serialize_appends(conn)
             conversation, member = require_member(conn, conversation_id, caller_id)
             _require_group(conversation)
             notice = SystemNotice(action=SystemAction.MEMBER_LEFT, agent_ids=[caller_id])

@@ -44,7 +44,8 @@ class CredentialState:
         self._agents: OrderedDict[str, AgentCredentialState] = OrderedDict()
         self._ended_sessions: dict[str, datetime] = {}
         self.generation = 0
-        """Bumped by every change taken (`apply`, `reload`): a read or a check that began before a bump may predate it."""
+        """Bumped by every change taken (`apply`, `reload`): a read or a check that began before a bump may
+        predate it."""
         self.tell_peers: Callable[[Sequence[str], Sequence[str]], None] | None = None
         """Tells the other nodes (agent ids, ended session ids); None on a single node."""
 

@@ -1,15 +1,15 @@
 """An agent's events: a page after a cursor (optionally waiting for one), or a live stream.
 
-The live stream is the replay-to-live handoff of DESIGN §9, done in this order so nothing falls in
-between: subscribe to the bus first (events committed from then on are buffered), replay from the
-store everything after the client's cursor (until a page comes back short: that was the end of the
-store, and whatever was committed after it is on the bus), then hand out the buffered and live
-events, skipping any the replay already returned (cursors only grow, so "skip up to the last cursor
-handed out" is exact). Each event is handed out once, in cursor order, with no gap.
+The live stream is the replay-to-live handoff of docs/design.md §9, done in this order so nothing
+falls in between: subscribe to the bus first (events committed from then on are buffered), replay
+from the store everything after the client's cursor (until a page comes back short: that was the end
+of the store, and whatever was committed after it is on the bus), then hand out the buffered and
+live events, skipping any the replay already returned (cursors only grow, so "skip up to the last
+cursor handed out" is exact). Each event is handed out once, in cursor order, with no gap.
 
 On a bus that does not deliver in order (several nodes), an event newer than the last one handed
 out only says the store has news: the stream reads the store again, which has every committed
-event in cursor order (DESIGN §9), instead of trusting the bus's order.
+event in cursor order (docs/design.md §9), instead of trusting the bus's order.
 """
 
 from collections import deque

@@ -1,8 +1,8 @@
 """Identity and credentials: registration, API keys, token exchange and rotation, recovery, logout.
 
-Three layers (DESIGN §4): the recovery key (argon2id, shown once), API keys (keyed hash, shown
-once, scoped) and access tokens (short-lived JWTs) with rotating refresh tokens. A reused refresh
-token ends its whole session family, since only a thief or a bug presents one twice.
+Three layers (docs/design.md §4): the recovery key (argon2id, shown once), API keys (keyed hash,
+shown once, scoped) and access tokens (short-lived JWTs) with rotating refresh tokens. A reused
+refresh token ends its whole session family, since only a thief or a bug presents one twice.
 """
 
 from collections.abc import Callable, Mapping
@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from protocol import ids
 from protocol.admin import CreateInviteParams, Invite
+from protocol.errors import Conflict, Forbidden, NotFound, Unauthorized
 from protocol.identity import (
     AGENT_SCOPES,
     ApiKeyInfo,
@@ -32,7 +33,6 @@ from protocol.identity import (
     TokenGrant,
     WhoamiResult,
 )
-from protocol.errors import Conflict, Forbidden, NotFound, Unauthorized
 from storage.queries import agents as agent_queries
 from storage.queries import credentials as credential_queries
 from storage.store import Store
@@ -122,7 +122,7 @@ class IdentityService:
         self._keys = keys
         self._state = state
         self._limiter = limiter
-        self._signer = TokenSigner(keys, settings.access_token_ttl)
+        self._signer = TokenSigner(keys, settings.access_token_ttl, clock)
         self._hasher = RecoveryKeyHasher(settings.argon2_memory_kib, settings.argon2_time_cost)
         self._argon2_threads = anyio.CapacityLimiter(ARGON2_THREADS)
         self._dummy_hash: str | None = None
@@ -419,7 +419,8 @@ class IdentityService:
         family_id = caller.session_id
         if params.refresh_token is not None:
             parsed = parse(REFRESH_KIND, ids.REFRESH_TOKEN, params.refresh_token)
-            row = await self._store.read(lambda conn: credential_queries.get_refresh_token(conn, parsed[0])) if parsed else None
+            row = (await self._store.read(lambda conn: credential_queries.get_refresh_token(conn, parsed[0]))
+                   if parsed else None)
             if parsed is None or row is None or row["agent_id"] != agent_id or not self._keys.matches(
                 parsed[1], row["secret_hash"]
             ):

@@ -1,13 +1,18 @@
 """Messages: send (idempotent per sender and `client_msg_id`), list, get, edit, delete, read markers.
 
 - Send: members only; into a direct conversation only if the other agent does not block the sender.
-  The same sender and `client_msg_id` in the same conversation returns the first message, whatever
-  the new body says.
+  The same sender and `client_msg_id` in the same conversation returns the first message; a retry
+  that asks for something else (body, content type, metadata, reply_to, attachments) is a `conflict`,
+  as Stripe answers an `Idempotency-Key` reused with other parameters.
 - Edit: the sender only; keeps `edited_at` and a revision count.
 - Delete: the sender, or a group's owner or admin. Irreversible: the body and metadata are erased
   from the message row and from every event that carried them (and, on SQLite, from the WAL); the
   row stays as a tombstone so the timeline keeps its `seq`.
 """
+
+import hashlib
+import json
+from datetime import datetime
 
 from sqlalchemy import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +21,7 @@ from protocol import ids
 from protocol.conversations import ConversationKind
 from protocol.errors import Blocked, Conflict, Forbidden, InvalidRequest, NotFound, PayloadTooLarge
 from protocol.events import EventType
+from protocol.files import Attachment
 from protocol.members import ReadMarker, Role
 from protocol.messages import (
     ContentType,
@@ -30,16 +36,22 @@ from protocol.messages import (
     SendMessageParams,
     check_body,
 )
+from protocol.usage import LimitName
 from storage.queries import blocks as block_queries
 from storage.queries import conversations as conversation_queries
-from storage.queries import events as event_queries
+from storage.queries import files as file_queries
 from storage.queries import messages as message_queries
+from storage.queries import workflows as workflow_queries
 from storage.store import Store
 
 from ..bus import EventBus
 from ..clock import Clock
 from ..config import Settings
+from ..jobs import JobRunner
+from ..usage import UsageMeter
+from ..workflows import ADVANCE_JOB
 from .conversations import open_direct_txn, resolve_agent
+from .files import readable_file
 from .timeline import (
     Delivery,
     append,
@@ -87,12 +99,32 @@ def _check_not_blocked_by_peer(conn: Connection, conversation_id: str, kind: str
         raise Blocked("the other agent does not accept messages from you")
 
 
+def _fingerprint(params: SendMessageParams) -> str:
+    """What a send asks for, as a SHA-256: equal for a true retry, different for another message."""
+    asked = {"body": params.body, "content_type": params.content_type.value, "metadata": params.metadata,
+             "reply_to": params.reply_to, "attachments": list(dict.fromkeys(params.attachments))}
+    return hashlib.sha256(json.dumps(asked, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _check_same_request(first: RowMapping, request_hash: str | None) -> None:
+    """Raises Conflict when a `client_msg_id` already named a message that asked for something else.
+
+    A message sent before fingerprints were kept, or since deleted, has none: its key answers as before.
+    """
+    if first["request_hash"] is not None and first["request_hash"] != request_hash:
+        raise Conflict("this client_msg_id was already used for a different message; use a new one for a new message",
+                       {"field": "client_msg_id", "message_id": first["id"]})
+
+
 class MessageService:
-    def __init__(self, store: Store, clock: Clock, settings: Settings, bus: EventBus) -> None:
+    def __init__(self, store: Store, clock: Clock, settings: Settings, bus: EventBus, jobs: JobRunner,
+                 usage: UsageMeter) -> None:
         self._store = store
         self._clock = clock
         self._settings = settings
         self._bus = bus
+        self._jobs = jobs
+        self._usage = usage
 
     def _check_size(self, body: str) -> None:
         limit = self._settings.max_message_bytes
@@ -103,9 +135,11 @@ class MessageService:
         self._check_size(params.body)
         now = self._clock.now()
         message_id = ids.new_id(ids.MESSAGE)
+        request_hash = _fingerprint(params) if params.client_msg_id is not None else None
+        woke_workflows = False
 
         def write(conn: Connection) -> tuple[Message, list[Delivery]]:
-            event_queries.serialize_appends(conn)
+            nonlocal woke_workflows
             deliveries: list[Delivery] = []
             if params.to is not None:
                 conversation, deliveries = open_direct_txn(conn, caller_id, resolve_agent(conn, params.to), now)
@@ -117,7 +151,9 @@ class MessageService:
             if params.client_msg_id is not None:
                 first = message_queries.find_by_client_msg_id(conn, conversation_id, caller_id, params.client_msg_id)
                 if first is not None:
+                    _check_same_request(first, request_hash)
                     return message_of(first), deliveries
+            sending.check()  # a new message: within the sender's daily limit, or nothing is written
             _check_not_blocked_by_peer(conn, conversation_id, kind, caller_id)
             if params.reply_to is not None:
                 self._check_reply_to(conn, params.reply_to, conversation_id, joined_seq)
@@ -125,20 +161,48 @@ class MessageService:
                 conn, conversation_id, sender_id=caller_id, now=now, content_type=params.content_type,
                 body=params.body, metadata=params.metadata, reply_to=params.reply_to,
                 client_msg_id=params.client_msg_id, message_id=message_id,
+                attachments=self._attachments(conn, caller_id, params.attachments, now), request_hash=request_hash,
             )
             to = recipients(conn, conversation_id, seq=message.seq, sender_id=caller_id)
             deliveries.append(
                 emit(conn, EventType.MESSAGE_CREATED, conversation_id, actor_id=caller_id, now=now, to=to,
                      message=message)
             )
+            # A workflow's `ask` waiting for this reply runs now (in this transaction: no wake-up is lost).
+            woke_workflows = workflow_queries.wake_waiting_on(conn, conversation_id, caller_id, ADVANCE_JOB, now)
             return message, deliveries
 
-        try:
-            return await write_and_publish(self._store, self._bus, write)
-        except IntegrityError:
-            # A concurrent send with the same client_msg_id (or a new direct conversation) won the
-            # race on another node; running again finds what it wrote.
-            return await write_and_publish(self._store, self._bus, write)
+        with await self._usage.reserve(caller_id, LimitName.MESSAGES_PER_DAY) as sending:
+            try:
+                sent = await write_and_publish(self._store, self._bus, write)
+            except IntegrityError:
+                # A concurrent send with the same client_msg_id (or a new direct conversation) won the
+                # race on another node; running again finds what it wrote.
+                sent = await write_and_publish(self._store, self._bus, write)
+        if sent.message_id == message_id:
+            self._usage.kept_messages(caller_id, 1, len(params.body.encode()))
+        else:  # a retry: its first send was counted
+            sending.release()
+        if woke_workflows:
+            self._jobs.notify(ADVANCE_JOB)
+        return sent
+
+    def _attachments(self, conn: Connection, caller_id: str, file_ids: list[str], now: datetime) -> list[Attachment]:
+        """The files a message is to carry, each one the sender may read.
+
+        Raises:
+            InvalidRequest: more than the hub allows.
+            NotFound: a file the sender may not read (or that does not exist).
+        """
+        limit = self._settings.max_attachments
+        if len(file_ids) > limit:
+            raise InvalidRequest(f"a message carries at most {limit} files", {"field": "attachments", "max": limit})
+        attachments = []
+        for file_id in dict.fromkeys(file_ids):
+            row = readable_file(conn, file_id, caller_id, now)
+            attachments.append(Attachment(file_id=row["id"], name=row["name"], size=row["size"],
+                                          media_type=row["media_type"]))
+        return attachments
 
     @staticmethod
     def _check_reply_to(conn: Connection, reply_to: str, conversation_id: str, joined_seq: int) -> None:
@@ -167,9 +231,10 @@ class MessageService:
     async def edit(self, caller_id: str, params: EditMessageParams) -> Message:
         self._check_size(params.body)
         now = self._clock.now()
+        grown = 0
 
         def write(conn: Connection) -> tuple[Message, list[Delivery]]:
-            event_queries.serialize_appends(conn)
+            nonlocal grown
             conversation, _, row = visible_message(conn, params.message_id, caller_id)
             if row["kind"] != MessageKind.MESSAGE or row["sender_id"] != caller_id:
                 raise Forbidden("only its sender may edit a message")
@@ -183,6 +248,7 @@ class MessageService:
                 raise InvalidRequest(str(error), {"field": "body"}) from None
             changes = {"body": params.body, "content_type": content_type.value, "edited_at": now,
                        "revision": row["revision"] + 1}
+            grown = len(params.body.encode()) - len(row["body"].encode())
             if params.metadata is not None:
                 changes["metadata"] = params.metadata
             message_queries.update_message(conn, params.message_id, changes)
@@ -191,13 +257,16 @@ class MessageService:
             return message, [emit(conn, EventType.MESSAGE_EDITED, conversation["id"], actor_id=caller_id, now=now,
                                   to=to, message=message)]
 
-        return await write_and_publish(self._store, self._bus, write)
+        edited = await write_and_publish(self._store, self._bus, write)
+        self._usage.kept_messages(caller_id, 0, grown)
+        return edited
 
     async def delete(self, caller_id: str, params: DeleteMessageParams) -> Message:
         now = self._clock.now()
+        freed: tuple[str, int] = ("", 0)  # the sender, and the bytes its message kept
 
         def write(conn: Connection) -> tuple[tuple[Message, bool], list[Delivery]]:
-            event_queries.serialize_appends(conn)
+            nonlocal freed
             conversation, member, row = visible_message(conn, params.message_id, caller_id)
             if row["kind"] != MessageKind.MESSAGE:
                 raise Forbidden("system messages cannot be deleted")
@@ -206,18 +275,22 @@ class MessageService:
                 raise Forbidden("only its sender or a group's owner or admin may delete a message")
             if row["deleted_at"] is not None:
                 return (message_of(row), False), []
-            changes = {"body": None, "metadata": None, "deleted_at": now}
+            freed = (row["sender_id"], len(row["body"].encode()))
+            changes = {"body": None, "metadata": None, "deleted_at": now, "attachments": None, "request_hash": None}
             message_queries.update_message(conn, params.message_id, changes)
+            file_queries.detach_all(conn, params.message_id)
             tombstone = message_of({**row, **changes})  # type: ignore[arg-type]
-            erase_from_events(conn, tombstone)
+            erase_from_events(conn, tombstone.message_id, "message", tombstone.model_dump(mode="json"))
             to = recipients(conn, conversation["id"], seq=tombstone.seq, sender_id=row["sender_id"])
             return (tombstone, True), [emit(conn, EventType.MESSAGE_DELETED, conversation["id"], actor_id=caller_id,
                                             now=now, to=to, message=tombstone)]
 
         tombstone, erased = await write_and_publish(self._store, self._bus, write)
         if erased:
-            # Done before answering, so a caller that got the answer knows the bytes are gone.
-            await self._store.checkpoint()
+            self._usage.kept_messages(freed[0], -1, -freed[1])
+            # Before answering, so a caller that got the answer knows the bytes are gone (on SQLite, unless
+            # another process reads the file right then: they are gone as soon as it lets go).
+            await self._store.finish_erasure()
         return tombstone
 
     async def mark_read(self, caller_id: str, params: MarkReadParams) -> ReadState:
@@ -225,7 +298,6 @@ class MessageService:
         conversation_id = params.conversation_id
 
         def write(conn: Connection) -> tuple[ReadState, list[Delivery]]:
-            event_queries.serialize_appends(conn)
             conversation, _ = require_member(conn, conversation_id, caller_id)
             if params.seq > conversation["last_seq"]:
                 raise InvalidRequest(f"seq {params.seq} is beyond the newest message ({conversation['last_seq']})",

@@ -20,12 +20,17 @@ from sqlalchemy import Connection, RowMapping
 
 from protocol import ids
 from protocol.conversations import ConversationInfo, ConversationKind
+from protocol.documents import Document, StoreStatus
 from protocol.errors import NotFound
 from protocol.events import Event, EventType
+from protocol.files import Attachment
 from protocol.members import ReadMarker
+from protocol.memories import Memory
 from protocol.messages import ContentType, Message, MessageKind, SystemNotice
+from protocol.workflows import ExecutionEvent, NodeRun
 from storage.queries import conversations as conversation_queries
 from storage.queries import events as event_queries
+from storage.queries import files as file_queries
 from storage.queries import messages as message_queries
 from storage.store import Store
 
@@ -82,7 +87,7 @@ def append(
     conn: Connection, conversation_id: str, *, sender_id: str, now: datetime, kind: MessageKind = MessageKind.MESSAGE,
     content_type: ContentType = ContentType.TEXT, body: str | None = None, metadata: dict[str, Any] | None = None,
     system: SystemNotice | None = None, reply_to: str | None = None, client_msg_id: str | None = None,
-    message_id: str | None = None,
+    message_id: str | None = None, attachments: list[Attachment] | None = None, request_hash: str | None = None,
 ) -> Message:
     """Add a message to the timeline with the conversation's next seq."""
     seq = conversation_queries.next_seq(conn, conversation_id)
@@ -102,8 +107,12 @@ def append(
         "edited_at": None,
         "revision": 0,
         "deleted_at": None,
+        "attachments": [attachment.model_dump() for attachment in attachments] if attachments else None,
+        "request_hash": request_hash,
     }
     message_queries.insert_message(conn, row)
+    if attachments:
+        file_queries.attach(conn, row["id"], [attachment.file_id for attachment in attachments])
     # Writing into a conversation means having read it up to there.
     conversation_queries.advance_read_marker(conn, conversation_id, sender_id, seq)
     return message_of(row)  # type: ignore[arg-type]
@@ -117,43 +126,74 @@ def recipients(
 
 
 def emit(
-    conn: Connection, type: EventType, conversation_id: str, *, actor_id: str, now: datetime,
+    conn: Connection, type: EventType, conversation_id: str | None, *, actor_id: str, now: datetime,
     to: Collection[str], message: Message | None = None, conversation: ConversationInfo | None = None,
-    read: ReadMarker | None = None,
+    read: ReadMarker | None = None, memory_id: str | None = None, memory: Memory | None = None,
+    subject_id: str | None = None, document: Document | None = None, progress: StoreStatus | None = None,
+    execution: ExecutionEvent | None = None, node: NodeRun | None = None,
 ) -> Delivery:
-    """Record one event, delivered to `to`; a timeline message also makes it the conversation's latest activity."""
+    """Record one event, delivered to `to`; a timeline message also makes it the conversation's latest activity.
+
+    Its subject (what erasing reaches it by) is the message, the memory, or `subject_id`.
+    """
     event = Event(
         cursor=0, type=type, conversation_id=conversation_id, actor_id=actor_id, at=now, message=message,
-        conversation=conversation, read=read,
+        conversation=conversation, read=read, memory_id=memory_id, memory=memory, document=document,
+        progress=progress, execution=execution, node=node,
     )
+    subject = message.message_id if message is not None else memory_id or subject_id
     cursor = event_queries.insert_event(
-        conn, type=type.value, conversation_id=conversation_id,
-        message_id=message.message_id if message is not None else None,
-        payload=event.model_dump(mode="json", exclude={"cursor"}), created_at=now,
+        conn, type=type.value, subject_id=subject, payload=event.model_dump(mode="json", exclude={"cursor"}),
+        created_at=now,
     )
     event_queries.insert_deliveries(conn, cursor, to)
-    if type is not EventType.MESSAGE_EDITED and type is not EventType.MESSAGE_DELETED and message is not None:
+    if conversation_id is not None and message is not None and type not in _NOT_ACTIVITY:
         conversation_queries.set_activity(conn, conversation_id, cursor, now)
     return event.model_copy(update={"cursor": cursor}), tuple(to)
+
+
+_NOT_ACTIVITY = frozenset({EventType.MESSAGE_EDITED, EventType.MESSAGE_DELETED})
 
 
 def event_of(row: RowMapping) -> Event:
     return Event.model_validate({**row["payload"], "cursor": row["id"]})
 
 
-def erase_from_events(conn: Connection, tombstone: Message) -> None:
-    """Replace the message in every event that carried it with its tombstone: the body goes everywhere."""
-    replacement = tombstone.model_dump(mode="json")
-    for row in event_queries.events_of_message(conn, tombstone.message_id):
-        event_queries.replace_payload(conn, row["id"], {**row["payload"], "message": replacement})
+def erase_from_events(conn: Connection, subject_id: str, field: str, replacement: Any) -> None:
+    """Replace `field` of every event that carried `subject_id` (a message, a memory) with `replacement`:
+    what was erased goes from the events too."""
+    for row in event_queries.events_about(conn, subject_id):
+        event_queries.replace_payload(conn, row["id"], {**row["payload"], field: replacement})
+
+
+def erase_attachment(conn: Connection, file_id: str) -> None:
+    """A deleted file leaves the messages that carried it, and their events: its name and size go too."""
+
+    def without_it(attachments: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+        return [attachment for attachment in attachments or () if attachment["file_id"] != file_id]
+
+    for message in file_queries.messages_carrying(conn, file_id):
+        message_queries.update_message(conn, message["id"], {"attachments": without_it(message["attachments"]) or None})
+        for row in event_queries.events_about(conn, message["id"]):
+            snapshot = row["payload"].get("message")
+            if snapshot and snapshot.get("attachments"):
+                event_queries.replace_payload(conn, row["id"], {
+                    **row["payload"], "message": {**snapshot, "attachments": without_it(snapshot["attachments"])}})
 
 
 async def write_and_publish(store: Store, bus: EventBus, fn: Callable[[Connection], tuple[T, list[Delivery]]]) -> T:
-    """Run `fn` as a write; once it commits, publish the events it recorded, in cursor order.
+    """Run `fn` as a write that appends events; once it commits, publish them, in cursor order.
 
-    The store calls the hook on its writer task right after the commit, in commit order, so live
-    subscribers never see cursor 11 before 10.
+    The write takes the event-append lock first (`serialize_appends`: commit order is cursor order
+    across connections and nodes, and taking it before any row lock keeps lock order the same
+    everywhere). The store calls the hook on its writer task right after the commit, in commit
+    order, so live subscribers never see cursor 11 before 10.
     """
-    result, _ = await store.write(fn, on_commit=lambda outcome: bus.publish(outcome[1]))
+
+    def write(conn: Connection) -> tuple[T, list[Delivery]]:
+        event_queries.serialize_appends(conn)
+        return fn(conn)
+
+    result, _ = await store.write(write, on_commit=lambda outcome: bus.publish(outcome[1]))
     return result
 

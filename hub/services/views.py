@@ -7,6 +7,7 @@ from sqlalchemy import Connection, RowMapping
 
 from protocol.blocks import Block, BlockKind
 from protocol.conversations import Conversation, ConversationDetail, ConversationInfo, ConversationKind
+from protocol.files import Attachment
 from protocol.members import Member, Role
 from protocol.messages import PREVIEW_CHARS, ContentType, Message, MessageKind, MessagePreview, SystemNotice
 from storage.queries import blocks as block_queries
@@ -31,6 +32,7 @@ def message_of(row: RowMapping) -> Message:
         edited_at=row["edited_at"],
         revision=row["revision"],
         deleted_at=row["deleted_at"],
+        attachments=[Attachment.model_validate(item) for item in row["attachments"] or ()],
     )
 
 

@@ -24,9 +24,9 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ValidationError
 
-from hub.core import validation_details
 from hub.operations import OPERATIONS
-from protocol.errors import HubError, Internal, InvalidRequest
+from hub.validation import invalid_params
+from protocol.errors import HubError, Internal
 
 from ..access import Access, HubCaller
 from .schemas import compact_schema
@@ -106,8 +106,7 @@ class HubTool(Tool):
             return error_result(Internal("internal error"))
         except ToolError as exc:
             if isinstance(exc.__cause__, ValidationError):
-                return error_result(InvalidRequest(f"invalid arguments for {self.name}",
-                                                   validation_details(exc.__cause__)))
+                return error_result(invalid_params(exc.__cause__, f"arguments for {self.name}"))
             raise
 
 
@@ -121,6 +120,7 @@ def build_tool(definition: ToolDef, access: Access) -> Tool:
     async def run(**arguments: Any) -> CallToolResult:
         try:
             caller = await access.caller()
+            caller.tool_called()
             return success_result(await definition.body(caller, **arguments))
         except HubError as error:
             return error_result(error)

@@ -148,7 +148,8 @@ def active_members(conn: Connection, conversation_id: str) -> list[RowMapping]:
 def unblocked_member_ids(
     conn: Connection, conversation_id: str, *, seen_seq: int | None = None, blocked_agent_id: str | None = None
 ) -> list[str]:
-    """Current members (with `seen_seq`, those who joined at or before it), less the members who block the conversation or (if given) `blocked_agent_id`."""
+    """Current members (with `seen_seq`, those who joined at or before it), less the members who block the
+    conversation or (if given) `blocked_agent_id`."""
     params = {"p_conversation_id": conversation_id, "p_blocked_agent_id": blocked_agent_id}
     if seen_seq is None:
         return _unblocked_member_ids.column(conn, params)

@@ -29,7 +29,9 @@ def count_live_api_keys(conn: Connection, agent_id: str) -> int:
 
 
 def revoke_api_key(conn: Connection, key_id: str, now: datetime) -> None:
-    conn.execute(update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=now))
+    conn.execute(
+        update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=now)
+    )
 
 
 def revoke_all_api_keys(conn: Connection, agent_id: str, now: datetime) -> None:
@@ -67,13 +69,17 @@ def revoke_families(conn: Connection, now: datetime, **where: str) -> list[str]:
     families = conn.execute(
         select(refresh_tokens.c.family_id).distinct().where(*conditions, refresh_tokens.c.revoked_at.is_(None))
     ).scalars().all()
-    conn.execute(update(refresh_tokens).where(*conditions, refresh_tokens.c.revoked_at.is_(None)).values(revoked_at=now))
+    conn.execute(
+        update(refresh_tokens).where(*conditions, refresh_tokens.c.revoked_at.is_(None)).values(revoked_at=now)
+    )
     return list(families)
 
 
 def families_revoked_since(conn: Connection, since: datetime) -> list[str]:
     return list(
-        conn.execute(select(refresh_tokens.c.family_id).distinct().where(refresh_tokens.c.revoked_at >= since)).scalars()
+        conn.execute(
+            select(refresh_tokens.c.family_id).distinct().where(refresh_tokens.c.revoked_at >= since)
+        ).scalars()
     )
 
 

@@ -18,10 +18,10 @@ def serialize_appends(conn: Connection) -> None:
     """Take the event-append lock for the rest of the transaction (PostgreSQL; SQLite needs none).
 
     Cursors are ids from a sequence, and on PostgreSQL two transactions can take ids 10 and 11 and
-    commit 11 first: a reader that saw 11 and moved its cursor past it would never see 10 (DESIGN
-    §9). Holding this lock from the first append to the commit makes commit order equal cursor
-    order across connections and nodes. SQLite's single writer orders them already. Take it before
-    any row lock, so transactions always lock in the same order and cannot deadlock.
+    commit 11 first: a reader that saw 11 and moved its cursor past it would never see 10
+    (docs/design.md §9). Holding this lock from the first append to the commit makes commit order
+    equal cursor order across connections and nodes. SQLite's single writer orders them already.
+    Take it before any row lock, so transactions always lock in the same order and cannot deadlock.
     """
     if conn.dialect.name == "postgresql":
         _serialize_appends.scalar(conn, {})
@@ -31,18 +31,17 @@ def serialize_appends(conn: Connection) -> None:
 _serialize_appends = Prepared(select(func.pg_advisory_xact_lock(EVENT_APPEND_LOCK)))
 _insert_event = Prepared(
     events.insert().returning(events.c.id),
-    column_keys=("type", "conversation_id", "message_id", "payload", "created_at"),
+    column_keys=("type", "subject_id", "payload", "created_at"),
 )
 _insert_deliveries = Prepared(deliveries.insert(), column_keys=("agent_id", "event_id"))
 
 
 def insert_event(
-    conn: Connection, *, type: str, conversation_id: str, message_id: str | None, payload: dict[str, Any],
-    created_at: datetime,
+    conn: Connection, *, type: str, subject_id: str | None, payload: dict[str, Any], created_at: datetime
 ) -> int:
-    """Append one event; return its cursor."""
-    return int(_insert_event.scalar(conn, {"type": type, "conversation_id": conversation_id,
-                                           "message_id": message_id, "payload": payload, "created_at": created_at}))
+    """Append one event about `subject_id` (the message or memory its payload carries); return its cursor."""
+    return int(_insert_event.scalar(conn, {"type": type, "subject_id": subject_id, "payload": payload,
+                                           "created_at": created_at}))
 
 
 def insert_deliveries(conn: Connection, event_id: int, agent_ids: Collection[str]) -> None:
@@ -80,9 +79,10 @@ def head(conn: Connection) -> int:
     return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
 
 
-def events_of_message(conn: Connection, message_id: str) -> list[RowMapping]:
+def events_about(conn: Connection, subject_id: str) -> list[RowMapping]:
+    """The events whose payload carries `subject_id` (a message or a memory)."""
     return list(
-        conn.execute(select(events.c.id, events.c.payload).where(events.c.message_id == message_id)).mappings()
+        conn.execute(select(events.c.id, events.c.payload).where(events.c.subject_id == subject_id)).mappings()
     )
 
 

@@ -1,0 +1,175 @@
+"""The document store: documents, their passages, each store's ingestion round, and the audit log."""
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from storage.schema import document_audit, document_chunks, document_stores, documents, search_entries
+
+from .blocks import blocked_by
+
+
+def insert_document(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(insert(documents).values(**row))
+
+
+def get_document(conn: Connection, document_id: str) -> RowMapping | None:
+    return conn.execute(select(documents).where(documents.c.id == document_id)).mappings().first()
+
+
+def documents_by_id(conn: Connection, document_ids: Sequence[str]) -> dict[str, RowMapping]:
+    """Those of the documents that exist, by id."""
+    rows = conn.execute(select(documents).where(documents.c.id.in_(document_ids))).mappings()
+    return {row["id"]: row for row in rows}
+
+
+def update_document(conn: Connection, document_id: str, values: dict[str, Any]) -> None:
+    conn.execute(update(documents).where(documents.c.id == document_id).values(**values))
+
+
+def delete_document(conn: Connection, document_id: str) -> None:
+    """The document; its passages go with it."""
+    conn.execute(delete(documents).where(documents.c.id == document_id))
+
+
+def documents_of(conn: Connection, scope_id: str, reader_id: str, *, state: str | None, after_id: str | None,
+                 limit: int) -> list[RowMapping]:
+    """A store's documents, newest first, but those added by an agent the reader blocks."""
+    query = select(documents).where(documents.c.scope_id == scope_id,
+                                    documents.c.added_by.not_in(blocked_by(reader_id).scalar_subquery()))
+    if state is not None:
+        query = query.where(documents.c.state == state)
+    if after_id is not None:
+        query = query.where(documents.c.id < after_id)
+    return list(conn.execute(query.order_by(documents.c.id.desc()).limit(limit)).mappings())
+
+
+def summary(conn: Connection, scope_ids: Collection[str]) -> RowMapping:
+    """Counts by state and exclusion, passages and source bytes of the stores' documents."""
+    query = select(
+        func.count().label("documents"),
+        func.count().filter(documents.c.state == "ready").label("ready"),
+        func.count().filter(documents.c.excluded.is_(True)).label("excluded"),
+        func.count().filter(documents.c.state == "failed").label("failed"),
+        func.count().filter(documents.c.state.in_(["queued", "processing"])).label("in_progress"),
+        func.coalesce(func.sum(documents.c.passages), 0).label("passages"),
+        func.coalesce(func.sum(documents.c.size), 0).label("bytes"),
+    ).where(documents.c.scope_id.in_(scope_ids))
+    return conn.execute(query).mappings().one()
+
+
+# -- passages ---------------------------------------------------------------------------------------
+
+
+def count_embedded(conn: Connection, scope_ids: Collection[str], model: str) -> int:
+    query = (
+        select(func.count())
+        .select_from(document_chunks.join(documents, documents.c.id == document_chunks.c.document_id)
+                     .join(search_entries, search_entries.c.item_id == document_chunks.c.id))
+        .where(documents.c.scope_id.in_(scope_ids), search_entries.c.vector_model == model)
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def insert_passages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(document_chunks), list(rows))
+
+
+def passage_ids_of(conn: Connection, document_id: str) -> list[str]:
+    return list(conn.execute(select(document_chunks.c.id).where(document_chunks.c.document_id == document_id))
+                .scalars())
+
+
+def delete_passages(conn: Connection, document_id: str) -> None:
+    conn.execute(delete(document_chunks).where(document_chunks.c.document_id == document_id))
+
+
+def passages_of_document(conn: Connection, document_id: str) -> list[RowMapping]:
+    query = select(document_chunks).where(document_chunks.c.document_id == document_id).order_by(
+        document_chunks.c.idx)
+    return list(conn.execute(query).mappings())
+
+
+def passage_texts(conn: Connection, passage_ids: Sequence[str]) -> dict[str, str]:
+    """The text of those of `passage_ids` that exist (what the embedding job embeds)."""
+    query = select(document_chunks.c.id, document_chunks.c.text).where(document_chunks.c.id.in_(passage_ids))
+    return {passage_id: text for passage_id, text in conn.execute(query)}
+
+
+def searchable_passages(conn: Connection, passage_ids: Collection[str], scope_ids: Collection[str],
+                        document_ids: Collection[str] | None, reader_id: str) -> dict[str, RowMapping]:
+    """Those of `passage_ids` a reader may find: of a ready, included document in `scope_ids` (and in
+    `document_ids`, if given), not added by an agent the reader blocks; with the document's title."""
+    if not passage_ids:
+        return {}
+    query = (
+        select(document_chunks, documents.c.title, documents.c.scope_id)
+        .join(documents, documents.c.id == document_chunks.c.document_id)
+        .where(document_chunks.c.id.in_(passage_ids), documents.c.state == "ready", documents.c.excluded.is_(False),
+               documents.c.added_by.not_in(blocked_by(reader_id).scalar_subquery()))
+    )
+    if document_ids is not None:
+        query = query.where(documents.c.id.in_(document_ids))
+    return {row["id"]: row for row in conn.execute(query).mappings() if row["scope_id"] in scope_ids}
+
+
+# -- ingestion rounds -----------------------------------------------------------------------------
+
+
+def store_round(conn: Connection, scope_id: str) -> RowMapping | None:
+    return conn.execute(select(document_stores).where(document_stores.c.scope_id == scope_id)).mappings().first()
+
+
+def round_added(conn: Connection, scope_id: str, count: int, now: datetime) -> None:
+    """`count` documents queued: a new round if the last one is over, else more in this one."""
+    current = store_round(conn, scope_id)
+    if current is None or current["round_done"] >= current["round_total"]:
+        values = {"round_total": count, "round_done": 0, "round_failed": 0, "round_started_at": now,
+                  "current_document_id": None}
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        statement = dialect_insert(document_stores).values(scope_id=scope_id, **values)
+        conn.execute(statement.on_conflict_do_update(index_elements=[document_stores.c.scope_id], set_=values))
+    else:
+        conn.execute(update(document_stores).where(document_stores.c.scope_id == scope_id)
+                     .values(round_total=document_stores.c.round_total + count))
+
+
+def round_working_on(conn: Connection, scope_id: str, document_id: str | None) -> None:
+    conn.execute(update(document_stores).where(document_stores.c.scope_id == scope_id)
+                 .values(current_document_id=document_id))
+
+
+def round_done(conn: Connection, scope_id: str, *, failed: bool) -> None:
+    conn.execute(update(document_stores).where(document_stores.c.scope_id == scope_id).values(
+        round_done=document_stores.c.round_done + 1, round_failed=document_stores.c.round_failed + int(failed),
+        current_document_id=None))
+
+
+def round_dropped(conn: Connection, scope_id: str) -> None:
+    """A queued document was deleted before its turn: the round counts it as done."""
+    conn.execute(update(document_stores).where(document_stores.c.scope_id == scope_id).values(
+        round_done=document_stores.c.round_done + 1))
+
+
+# -- the audit log --------------------------------------------------------------------------------
+
+
+def audit(conn: Connection, scope_id: str, document_id: str, action: str, actor_id: str | None, at: datetime,
+          details: dict[str, Any] | None = None) -> None:
+    conn.execute(insert(document_audit).values(scope_id=scope_id, document_id=document_id, action=action,
+                                               actor_id=actor_id, at=at, details=details or {}))
+
+
+def audit_page(conn: Connection, scope_id: str, document_id: str | None, *, before: int | None,
+               limit: int) -> list[RowMapping]:
+    query = select(document_audit).where(document_audit.c.scope_id == scope_id)
+    if document_id is not None:
+        query = query.where(document_audit.c.document_id == document_id)
+    if before is not None:
+        query = query.where(document_audit.c.id < before)
+    return list(conn.execute(query.order_by(document_audit.c.id.desc()).limit(limit)).mappings())
