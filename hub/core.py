@@ -80,7 +80,8 @@ class Hub:
         self.jobs = JobRunner(store, self.clock, self.bus.publish, poll_seconds=settings.job_poll_seconds,
                               single_node=not settings.redis_url)
         self.embedder = embedder_for(settings)
-        self.search_index = SearchIndex(store, self.clock, self.embedder, settings.vector_cache_bytes,
+        self.search_index = SearchIndex(store, self.clock, self.embedder, settings.term_cache_bytes,
+                                        settings.vector_cache_bytes,
                                         {MEMORY_CORPUS: memory_queries.contents,
                                          DOCUMENT_CORPUS: document_queries.passage_texts})
         if self.embedder is not None:
@@ -208,7 +209,19 @@ class Hub:
         self, caller: Principal, name: str, params: Mapping[str, Any] | None, *, from_strings: bool = False,
         upload: Upload | None = None,
     ) -> dict[str, Any]:
-        """Run operation `name` for `caller`; return its result as JSON-ready data.
+        """`dispatch_model`, with the result as JSON-ready data.
+
+        Raises:
+            HubError: as `dispatch_model`.
+        """
+        result = await self.dispatch_model(caller, name, params, from_strings=from_strings, upload=upload)
+        return result.model_dump(mode="json")
+
+    async def dispatch_model(
+        self, caller: Principal, name: str, params: Mapping[str, Any] | None, *, from_strings: bool = False,
+        upload: Upload | None = None,
+    ) -> BaseModel:
+        """Run operation `name` for `caller`; return its result model (REST writes it as JSON in one step).
 
         The one path for every transport: look up, authorize, rate-limit, validate, run, measure.
         `params` is decoded JSON, or with `from_strings` a query string's values (REST GET/DELETE);
@@ -230,7 +243,7 @@ class Hub:
                 raise InvalidRequest(f"{op.name} takes no file")
             else:
                 result = await op.handler(self.services, caller, validated)
-            return result.model_dump(mode="json")
+            return result
         except HubError as error:
             outcome = error.code.value
             raise

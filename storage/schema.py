@@ -227,6 +227,8 @@ search_collections = Table(
     Column("key", String(80), nullable=False, unique=True, comment="What it indexes, e.g. memories:agt_…"),
     Column("entries", Integer, nullable=False),
     Column("total_length", BigInteger, nullable=False, comment="Terms in all its entries: BM25's average length."),
+    Column("entry_epoch", Integer, nullable=False, comment="Bumped when an entry goes."),
+    Column("entry_seq", BigInteger, nullable=False, comment="The number of the last entry stored."),
     Column("vector_epoch", Integer, nullable=False, comment="Bumped when an entry with a vector goes."),
     Column("vector_seq", BigInteger, nullable=False, comment="The number of the last vector stored."),
 )
@@ -237,26 +239,16 @@ search_entries = Table(
     Column("id", EventId, primary_key=True, autoincrement=True),
     Column("collection_id", EventId, ForeignKey("search_collections.id", ondelete="CASCADE"), nullable=False),
     Column("item_id", String(48), nullable=False, unique=True, comment="The memory or chunk indexed."),
-    Column("length", Integer, nullable=False),
-    Column("terms", JSON, nullable=False, comment="Its distinct terms: which postings to delete with it."),
+    Column("seq", BigInteger, nullable=False, comment="Its number in its collection, in commit order."),
+    Column("length", Integer, nullable=False, comment="Its terms, counted with repeats."),
+    Column("terms", JSON, nullable=False, comment="How often each of its distinct terms occurs."),
     Column("vector", LargeBinary, comment="Unit-length float16 embedding, once computed."),
     Column("vector_model", String(64)),
     Column("vector_seq", BigInteger),
     Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_search_entries_seq", "collection_id", "seq"),
     Index("ix_search_entries_vectors", "collection_id", "vector_seq"),
 )
-
-search_postings = Table(
-    "search_postings",
-    metadata,
-    Column("collection_id", EventId, primary_key=True),
-    Column("term", String(40), primary_key=True),
-    Column("entry_id", EventId, primary_key=True),
-    Column("tf", Integer, nullable=False),
-    Column("length", Integer, nullable=False, comment="The entry's length, so scoring needs no join."),
-    sqlite_with_rowid=False,
-)
-
 
 # -- memory -------------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ in the order the writes ran, before acknowledging any of them: the hub publishes
 so live subscribers see them in commit (and cursor) order.
 """
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
+from pydantic_core import from_json
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -77,14 +79,27 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql(conn.info.get("begin", "BEGIN"))
 
 
+def _json_value(text: str | bytes) -> Any:
+    """A JSON column's value, parsed by pydantic's parser (in Rust): a page of 50 messages has 150 JSON
+    values, and `json.loads` spent about 1 µs of Python on each, `null` included. What that parser
+    refuses and `json.loads` takes (a lone surrogate escape, nesting beyond ~200 levels) goes to
+    `json.loads`, so every stored value reads as before."""
+    try:
+        return from_json(text)
+    except ValueError:
+        return json.loads(text)
+
+
 def create_store_engine(url: str) -> Engine:
     """An engine for `url` (`sqlite:///path` or `postgresql+psycopg://…`) with Parley's settings."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False}, pool_size=READ_THREADS + 1)
+        engine = create_engine(url, connect_args={"check_same_thread": False}, pool_size=READ_THREADS + 1,
+                               json_deserializer=_json_value)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_size=READ_THREADS + 1, max_overflow=0, pool_pre_ping=True)
+    return create_engine(url, pool_size=READ_THREADS + 1, max_overflow=0, pool_pre_ping=True,
+                         json_deserializer=_json_value)
 
 
 class Store:

@@ -163,6 +163,41 @@ async def test_a_revocation_on_one_node_holds_on_the_other_at_once(start_cluster
         await _until_refused(hub_a, alice)
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"], indirect=True, scope="session")
+async def test_a_search_on_one_node_finds_what_another_node_indexed_and_not_what_it_removed(
+    start_cluster: ClusterFactory,
+) -> None:
+    """Each node ranks from its own in-memory copy of a collection's terms; the copy must follow the
+    store, whichever node wrote."""
+    cluster = start_cluster()
+    async with AsyncExitStack() as stack:
+        hub_a, hub_b = await _clients(stack, cluster)
+        alice = await hub_a.register("alice")
+
+        async def found(hub: HubClient, query: str) -> list[tuple[str, float]]:
+            result = await hub.call("memories.search", {"query": query, "mode": "lexical"}, token=alice.access_token)
+            return [(hit["memory"]["memory_id"], hit["score"]) for hit in result["items"]]
+
+        async def found_on_b(query: str) -> list[str]:
+            return [memory_id for memory_id, _ in await found(hub_b, query)]
+
+        async def remember_on_a(content: str) -> str:
+            created = await hub_a.call("memories.create", {"content": content}, token=alice.access_token)
+            return str(created["memory"]["memory_id"])
+
+        nests = await remember_on_a("The heron nests by the lake.")
+        assert await found_on_b("heron") == [nests]  # B holds a copy now
+        fishes = await remember_on_a("A heron fishes at dawn, a heron waits.")
+        assert await found_on_b("heron") == [fishes, nests]
+        await hub_a.call("memories.update", {"memory_id": nests, "content": "The stork nests by the lake."},
+                         token=alice.access_token)
+        assert (await found_on_b("heron"), await found_on_b("stork")) == ([fishes], [nests])
+        await hub_a.call("memories.erase", {"memory_id": fishes}, token=alice.access_token)
+        flies = await remember_on_a("A heron flies over the lake.")
+        assert await found_on_b("heron") == [flies]
+        assert await found(hub_b, "heron lake") == await found(hub_a, "heron lake")  # A's copy is new: B's is true
+
+
 async def test_losing_redis_delays_events_through_the_database_and_loses_none(start_cluster: ClusterFactory) -> None:
     cluster = start_cluster(catch_up_seconds=DEGRADED_CATCH_UP_SECONDS)
     node_a, _ = cluster.nodes

@@ -3,16 +3,16 @@
 An item (a memory, a document chunk) is indexed in the transaction that writes it, so it is
 searchable lexically the moment that write commits; its vector comes later, from a background job
 (`embedding_job`), and it is searchable by meaning from then on. A search ranks within collections
-(`collection_key`): lexically by BM25 (the same SQL on SQLite and PostgreSQL, so both stores rank
-alike), semantically by cosine similarity, and, in hybrid mode, by fusing both lists' scores: each
-list's scores are taken relative to its best (so the best of each is 1), an item one list did not
-return counts as that list's lowest, and the two are averaged. Measured on LoCoMo (evidence
+(`collection_key`): lexically by BM25 over in-memory inverted lists (`terms.py`, so both stores
+rank alike), semantically by cosine similarity over in-memory vectors (`vectors.py`), and, in
+hybrid mode, by fusing both lists' scores: each list's scores are taken relative to its best (so
+the best of each is 1), an item one list did not return counts as that list's lowest, and the two
+are averaged. Measured on LoCoMo (evidence
 recall@5): lexical 0.549, semantic 0.391, reciprocal-rank fusion 0.496 (it lets the weaker list pull
 the top down), this score fusion 0.590 (bench/memory.py; the choice among fusions in
 docs/memory.md).
 """
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +31,7 @@ from storage.store import Store
 from ..clock import Clock
 from ..jobs import Job, JobKind, Work
 from .embeddings import Embedder
+from .terms import TermIndex
 from .text import analyze, query_terms
 from .vectors import VectorIndex
 
@@ -40,7 +41,6 @@ EMBED_BATCH: Final = 32
 EMBED_PER_CALL: Final = 8
 """Texts per worker-thread call: a thread cannot be cancelled, so a shutdown waits for the call under
 way, and 8 passages of the longest kind take about a second on one core (32: four)."""
-CANDIDATE_POSTINGS: Final = 2000
 BACKFILL_PAGE: Final = 500
 
 TextSource = Callable[[Connection, Sequence[str]], dict[str, str]]
@@ -76,12 +76,13 @@ def unindex_item(conn: Connection, item_id: str) -> None:
 
 
 class SearchIndex:
-    def __init__(self, store: Store, clock: Clock, embedder: Embedder | None, vector_cache_bytes: int,
-                 sources: Mapping[str, TextSource]) -> None:
+    def __init__(self, store: Store, clock: Clock, embedder: Embedder | None, term_cache_bytes: int,
+                 vector_cache_bytes: int, sources: Mapping[str, TextSource]) -> None:
         self._store = store
         self._clock = clock
         self.embedder = embedder
         self._sources = dict(sources)
+        self._terms = TermIndex(store, term_cache_bytes)
         self._vectors = (VectorIndex(store, embedder.model_id, embedder.dimension, vector_cache_bytes)
                          if embedder is not None else None)
         self._embedding = anyio.CapacityLimiter(1)
@@ -125,8 +126,7 @@ class SearchIndex:
         lexical: list[tuple[int, float]] = []
         semantic: list[tuple[int, float]] = []
         if mode is not SearchMode.SEMANTIC:
-            terms = query_terms(query)
-            lexical = await self._store.read(lambda conn: _bm25(conn, collection_ids, terms, limit))
+            lexical = await self._terms.best(collection_ids, query_terms(query), limit)
         if mode is not SearchMode.LEXICAL:
             semantic = await self._nearest(collection_ids, query, limit)
         ranked = (_fuse(lexical, semantic) if mode is SearchMode.HYBRID else lexical or semantic)[:limit]
@@ -184,46 +184,6 @@ class SearchIndex:
                         search_queries.store_vector(conn, entry["id"], model, vectors[job.subject])
 
             await work.complete(jobs, store)
-
-
-def _bm25(conn: Connection, collections: list[int], terms: list[str], limit: int) -> list[tuple[int, float]]:
-    """The best `limit` entries by BM25, exactly, reading as few postings as it can (MaxScore).
-
-    A common term ("go", a speaker's name) has tens of thousands of postings in a large collection, and
-    scoring them all is most of a search's time; yet it weighs little. So the candidates are the entries
-    holding one of the rarer terms (up to `CANDIDATE_POSTINGS` postings of them), scored on every term. An entry
-    with none of those terms scores at most what the other terms can add:
-    each at most its idf times BM25's weight of its largest tf in its shortest entry. When the
-    `limit`-th candidate scores at least that, nothing left out could have ranked, and the answer is
-    exact. Otherwise every posting is scored, the long way.
-    """
-    if not terms:
-        return []
-    entries, total_length = search_queries.statistics(conn, collections)
-    statistics = search_queries.term_statistics(conn, collections, terms)
-    if not entries or not statistics:
-        return []
-    weights = {term: math.log(1 + (entries - s.entries + 0.5) / (s.entries + 0.5)) for term, s in statistics.items()}
-    average = total_length / entries
-
-    def ceiling(term: str) -> float:
-        s = statistics[term]
-        norm = search_queries.K1 * (1 - search_queries.B + search_queries.B * s.min_length / average)
-        return weights[term] * s.max_tf * (search_queries.K1 + 1) / (s.max_tf + norm)
-
-    rarest_first = sorted(statistics, key=lambda term: statistics[term].entries)
-    budget, selective, postings = max(CANDIDATE_POSTINGS, 4 * limit), [], 0
-    for term in rarest_first:
-        if selective and postings + statistics[term].entries > budget:
-            break
-        selective.append(term)
-        postings += statistics[term].entries
-    rest = rarest_first[len(selective):]
-    if rest:
-        ranked = search_queries.bm25(conn, collections, weights, average, limit, among=selective)
-        if len(ranked) == limit and ranked[-1][1] >= sum(ceiling(term) for term in rest):
-            return ranked
-    return search_queries.bm25(conn, collections, weights, average, limit)
 
 
 def _fuse(lexical: list[tuple[int, float]], semantic: list[tuple[int, float]]) -> list[tuple[int, float]]:

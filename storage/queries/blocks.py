@@ -3,7 +3,7 @@
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Select, bindparam, delete, exists, or_, select
+from sqlalchemy import ColumnElement, Connection, RowMapping, Select, bindparam, delete, exists, or_, select
 
 from storage.schema import blocks, conversation_members
 
@@ -79,8 +79,8 @@ def blocked_by_other_member(conn: Connection, conversation_id: str, agent_id: st
     return bool(_blocked_by_other_member.scalar(conn, {"p_conversation_id": conversation_id, "p_agent_id": agent_id}))
 
 
-def blocked_by(agent_id: str) -> Select[tuple[str | None]]:
-    """The agents `agent_id` blocks, as a subquery for `NOT IN`."""
+def blocked_by(agent_id: str | ColumnElement[str]) -> Select[tuple[str | None]]:
+    """The agents `agent_id` (a value, or a bind parameter) blocks, as a subquery for `NOT IN`."""
     return select(blocks.c.blocked_agent_id).where(
         blocks.c.agent_id == agent_id, blocks.c.blocked_agent_id.isnot(None)
     )

@@ -1,9 +1,10 @@
 """Messages: the timeline of each conversation, by `seq`."""
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, Select, and_, bindparam, func, or_, select, update
 
 from storage.schema import conversation_members, conversations, messages
 
@@ -34,33 +35,42 @@ def find_by_client_msg_id(
     ).mappings().first()
 
 
-def _not_from_blocked(reader_id: str | None) -> ColumnElement[bool] | None:
+def _not_from_blocked(reader_id: str | ColumnElement[str]) -> ColumnElement[bool]:
     """Agents' messages (not system ones) from senders `reader_id` blocks are left out."""
-    if reader_id is None:
-        return None
     return or_(messages.c.kind != "message", messages.c.sender_id.not_in(blocked_by(reader_id).scalar_subquery()))
+
+
+@cache
+def _page(*, newest: bool, before: bool) -> Select[Any]:
+    """The statement of a page of `list_messages`, built once for each shape: it runs for every page read,
+    and building it (with its blocked-senders subquery) cost more than SQLite then takes to run it."""
+    query = select(messages).where(
+        messages.c.conversation_id == bindparam("p_conversation_id"),
+        messages.c.seq >= bindparam("p_first"),
+        _not_from_blocked(bindparam("p_reader_id")),
+    )
+    if before:
+        query = query.where(messages.c.seq < bindparam("p_before"))
+    order = messages.c.seq.desc() if newest else messages.c.seq
+    return query.order_by(order).limit(bindparam("p_limit"))
 
 
 def list_messages(
     conn: Connection, conversation_id: str, *, from_seq: int, after: int | None, before: int | None, limit: int,
-    hide_blocked_for: str | None,
-) -> list[RowMapping]:
-    """Up to `limit` messages with `from_seq <= seq`, `after < seq < before`, in ascending seq.
+    hide_blocked_for: str,
+) -> Sequence[RowMapping]:
+    """Up to `limit` messages with `from_seq <= seq`, `after < seq < before`, in ascending seq, leaving out
+    agents' messages from senders `hide_blocked_for` blocks.
 
     With `after`, the oldest such messages; otherwise the newest.
     """
-    query = select(messages).where(messages.c.conversation_id == conversation_id, messages.c.seq >= from_seq)
-    if after is not None:
-        query = query.where(messages.c.seq > after)
+    params = {"p_conversation_id": conversation_id, "p_reader_id": hide_blocked_for, "p_limit": limit,
+              "p_first": from_seq if after is None else max(from_seq, after + 1)}
     if before is not None:
-        query = query.where(messages.c.seq < before)
-    if (condition := _not_from_blocked(hide_blocked_for)) is not None:
-        query = query.where(condition)
-    if after is not None:
-        return list(conn.execute(query.order_by(messages.c.seq).limit(limit)).mappings())
-    rows = list(conn.execute(query.order_by(messages.c.seq.desc()).limit(limit)).mappings())
-    rows.reverse()
-    return rows
+        params["p_before"] = before
+    query = _page(newest=after is None, before=before is not None)
+    rows = conn.execute(query, params).mappings().all()
+    return rows if after is not None else rows[::-1]
 
 
 def _unread(reader_id: str) -> tuple[ColumnElement[bool], ...]:

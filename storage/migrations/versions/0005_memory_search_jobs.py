@@ -33,6 +33,8 @@ def upgrade() -> None:
         sa.Column("key", sa.String(80), nullable=False, unique=True),
         sa.Column("entries", sa.Integer, nullable=False),
         sa.Column("total_length", sa.BigInteger, nullable=False),
+        sa.Column("entry_epoch", sa.Integer, nullable=False),
+        sa.Column("entry_seq", sa.BigInteger, nullable=False),
         sa.Column("vector_epoch", sa.Integer, nullable=False),
         sa.Column("vector_seq", sa.BigInteger, nullable=False),
     )
@@ -42,6 +44,7 @@ def upgrade() -> None:
         sa.Column("collection_id", EventId, sa.ForeignKey("search_collections.id", ondelete="CASCADE"),
                   nullable=False),
         sa.Column("item_id", sa.String(48), nullable=False, unique=True),
+        sa.Column("seq", sa.BigInteger, nullable=False),
         sa.Column("length", sa.Integer, nullable=False),
         sa.Column("terms", sa.JSON, nullable=False),
         sa.Column("vector", sa.LargeBinary),
@@ -49,17 +52,8 @@ def upgrade() -> None:
         sa.Column("vector_seq", sa.BigInteger),
         sa.Column("created_at", UTCDateTime, nullable=False),
     )
+    op.create_index("ix_search_entries_seq", "search_entries", ["collection_id", "seq"])
     op.create_index("ix_search_entries_vectors", "search_entries", ["collection_id", "vector_seq"])
-    op.create_table(
-        "search_postings",
-        sa.Column("collection_id", EventId, primary_key=True),
-        sa.Column("term", sa.String(40), primary_key=True),
-        sa.Column("entry_id", EventId, primary_key=True),
-        sa.Column("tf", sa.Integer, nullable=False),
-        sa.Column("length", sa.Integer, nullable=False),
-        sqlite_with_rowid=False,
-    )
-
     op.create_table(
         "memories",
         sa.Column("id", sa.String(32), primary_key=True),
@@ -131,7 +125,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("jobs", "agent_storage", "memory_versions", "memory_tags", "memories", "search_postings",
+    for table in ("jobs", "agent_storage", "memory_versions", "memory_tags", "memories",
                   "search_entries", "search_collections"):
         op.drop_table(table)
     op.drop_index("ix_events_subject", table_name="events")
