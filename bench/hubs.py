@@ -126,8 +126,8 @@ def fill_vectors(database_url: str) -> int:
                 vectors = rng.standard_normal((len(chunk), DIMENSION)).astype(np.float32)
                 vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
                 conn.execute(sa.update(search_entries).where(search_entries.c.id == sa.bindparam("entry")).values(
-                    vector=sa.bindparam("v"), vector_model=MODEL_ID, vector_seq=sa.bindparam("seq")),
-                    [{"entry": entry, "v": vector.astype(np.float16).tobytes(), "seq": filled + index + 1}
+                    vector=sa.bindparam("v"), vector_model=MODEL_ID, vector_seq=sa.bindparam("number")),
+                    [{"entry": entry, "v": vector.astype(np.float16).tobytes(), "number": filled + index + 1}
                      for index, (entry, vector) in enumerate(zip(chunk, vectors, strict=True))])
                 filled += len(chunk)
             conn.execute(sa.update(search_collections).values(vector_seq=filled))

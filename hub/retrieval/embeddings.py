@@ -102,7 +102,7 @@ class MiniLM:
             assert tokenizer_path is not None
             tokenizer = Tokenizer.from_file(str(_checked(tokenizer_path, TOKENIZER_SHA256)))
             tokenizer.enable_truncation(max_length=MAX_TOKENS)
-            tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+            tokenizer.no_padding()  # the file pads to 128 tokens; `_encode` pads each batch to its longest itself
             options = onnxruntime.SessionOptions()
             options.enable_cpu_mem_arena = False  # give a batch's working memory back: 150-200 MB less resident
             options.intra_op_num_threads = self._threads
@@ -115,31 +115,33 @@ class MiniLM:
             self._tokenizer, self._session = tokenizer, session
 
     def embed(self, texts: Sequence[str]) -> "np.ndarray":
+        """Thread-safe (nothing here changes shared state after `load`): a search's query is embedded
+        while a background batch is."""
         import numpy as np
 
         self.load()
+        encodings = self._tokenizer.encode_batch(list(texts))
         vectors = np.zeros((len(texts), DIMENSION), dtype=np.float32)
-        self._tokenizer.no_padding()
-        lengths = [len(encoding.ids) for encoding in self._tokenizer.encode_batch(list(texts))]
-        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         # Similar lengths batched together: less padding to compute.
-        order = sorted(range(len(texts)), key=lambda index: lengths[index])
+        order = sorted(range(len(texts)), key=lambda index: len(encodings[index].ids))
         batch: list[int] = []
         for index in order:
-            if batch and (len(batch) + 1) * lengths[index] > BATCH_TOKENS:
-                vectors[batch] = self._encode([texts[i] for i in batch])
+            if batch and (len(batch) + 1) * len(encodings[index].ids) > BATCH_TOKENS:
+                vectors[batch] = self._encode([encodings[i].ids for i in batch])
                 batch = []
             batch.append(index)
         if batch:
-            vectors[batch] = self._encode([texts[i] for i in batch])
+            vectors[batch] = self._encode([encodings[i].ids for i in batch])
         return vectors
 
-    def _encode(self, texts: list[str]) -> "np.ndarray":
+    def _encode(self, token_ids: list[list[int]]) -> "np.ndarray":
         import numpy as np
 
-        encodings = self._tokenizer.encode_batch(texts)
-        ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
-        mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
+        ids = np.zeros((len(token_ids), max(len(row) for row in token_ids)), dtype=np.int64)  # 0 is [PAD]
+        mask = np.zeros_like(ids)
+        for row, tokens in enumerate(token_ids):
+            ids[row, :len(tokens)] = tokens
+            mask[row, :len(tokens)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)

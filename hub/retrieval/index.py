@@ -138,7 +138,8 @@ class SearchIndex:
 
         assert self.embedder is not None and self._vectors is not None
         embedder = self.embedder
-        vector = await anyio.to_thread.run_sync(embedder.embed, [query], limiter=self._embedding)
+        # Not behind the background batches' limiter: a search would wait up to a second for one.
+        vector = await anyio.to_thread.run_sync(embedder.embed, [query])
         return await self._vectors.nearest(collection_ids, np.asarray(vector[0], dtype=np.float32), limit)
 
     async def queue_missing_embeddings(self) -> int:

@@ -59,12 +59,8 @@ class _Collection:
     """1 at the position of an entry still stored, 0 once it was removed."""
     dead: int = 0
     postings: dict[str, _Postings] = field(default_factory=dict)
-
-    @property
-    def nbytes(self) -> int:
-        """About what the copy holds: its arrays, and a dictionary slot and key per term."""
-        held = 16 * len(self.ids) + self.lengths.itemsize * len(self.lengths) + len(self.alive)
-        return held + sum(12 * len(p.positions) + 120 for p in self.postings.values())
+    nbytes: int = 0
+    """About what the copy holds: its arrays, and a dictionary slot and key per term."""
 
     def add(self, seq: int, entry_id: int, length: int, counts: dict[str, int]) -> None:
         position = len(self.ids)
@@ -72,10 +68,12 @@ class _Collection:
         self.seqs.append(seq)
         self.lengths.append(length)
         self.alive.append(1)
+        self.nbytes += 21 + 12 * len(counts)
         for term, count in counts.items():
             postings = self.postings.get(term)
             if postings is None:
                 postings = self.postings[term] = _Postings()
+                self.nbytes += 120
             postings.positions.append(position)
             postings.counts.append(count)
 
