@@ -34,6 +34,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                     returncode=pytest.ExitCode.USAGE_ERROR)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `long` first (the rest keep their order): begun early, each overlaps the rest of
+    the suite on the other workers instead of running alone at its end."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(scope="session", params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return request.param

@@ -35,6 +35,7 @@ from typing import Any, Final
 
 import anyio
 import httpx
+import pytest
 
 from bridges.client._websocket import ConnectionClosed
 from bridges.client.agent import ConnectionLost, ParleyClient
@@ -306,6 +307,7 @@ async def check_conversation(hub: HubClient, reader: Agent, conversation_id: str
 
 
 @diagonal
+@pytest.mark.long
 async def test_acknowledged_messages_and_events_survive_repeated_sigkill(start_hub: ServerFactory) -> None:
     seed = int(os.environ.get("PARLEY_DURABILITY_SEED") or random.SystemRandom().randrange(2**32))
     rng = random.Random(seed)

@@ -20,6 +20,7 @@ INSTALLED = (CONFORMANCE / "node_modules" / "@modelcontextprotocol" / "conforman
 
 @pytest.mark.skipif(not INSTALLED, reason="the MCP conformance suite is not installed: run "
                     "`python tests/conformance/run_conformance.py --install` once (npm; it fetches Node 22)")
+@pytest.mark.long
 async def test_the_applicable_conformance_scenarios_pass(anyio_backend: str) -> None:
     with anyio.fail_after(110):
         done = await anyio.run_process([sys.executable, str(RUNNER), "--backend", anyio_backend],

@@ -23,7 +23,7 @@ from hub.retrieval.embeddings import installed
 from .conftest import diagonal
 from .inprocess import LocalHub, local_hub
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.long]
 
 LEXICAL_RECALL_AT_5 = 0.52
 HYBRID_RECALL_AT_5 = 0.58

@@ -108,6 +108,7 @@ async def seeded_agents(hub: HubClient) -> tuple[Agent, dict[str, list[str]]]:
 
 
 @diagonal
+@pytest.mark.long
 @pytest.mark.timeout(180)
 async def test_schemathesis_finds_no_server_error_and_no_response_outside_the_document(
     start_hub: ServerFactory, tmp_path: Path
