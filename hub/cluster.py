@@ -21,12 +21,10 @@ import logging
 import secrets
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-import coredis
 from anyio.abc import TaskStatus
-from coredis.retry import NoRetryPolicy
 
 from protocol.events import Event
 from storage.queries import events as event_queries
@@ -36,6 +34,9 @@ from .bus import LocalEventBus, Subscription
 from .config import Settings
 from .services.credential_state import CredentialState
 from .services.timeline import event_of
+
+if TYPE_CHECKING:
+    import coredis
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,9 @@ class RedisCluster:
 
     async def _link(self) -> None:
         """One connection's life: subscribe, publish the outbox, hand out what other nodes post."""
+        import coredis  # here, not at the top: a hub without Redis starts without it (a third of a second)
+        from coredis.retry import NoRetryPolicy
+
         async with (
             coredis.Redis.from_url(self._url, retry_policy=NoRetryPolicy()) as client,
             client.pubsub(channels=[self._channel], ignore_subscribe_messages=True, retry_policy=NoRetryPolicy(),
