@@ -310,16 +310,18 @@ def mcp_floor_app() -> Any:
 def serve_floor(app_name: str, backend: str, port: int, canned: dict[str, Any]) -> None:
     import logging
 
-    from bridges.runner import _serve_hypercorn, _serve_uvicorn
+    from bridges.runner import _listen, _serve_hypercorn, _serve_uvicorn
+    from bridges.ws_rpc import WebSocketSessions
     from hub.config import Settings
 
     logging.getLogger("hypercorn.error").setLevel(logging.WARNING)  # as quiet as the hub's own serve
     app = rest_floor_app(canned) if app_name == "rest" else mcp_floor_app()
+    app.state.websockets = WebSocketSessions()  # the runner closes them when it stops, as the hub's
     settings = Settings(data_dir=Path(tempfile.gettempdir()))
     if backend == "trio":
-        anyio.run(_serve_hypercorn, app, settings, "127.0.0.1", port, backend="trio")
+        anyio.run(_serve_hypercorn, app, settings, _listen("127.0.0.1", port), backend="trio")
     else:
-        anyio.run(_serve_uvicorn, app, settings, "127.0.0.1", port, backend="asyncio",
+        anyio.run(_serve_uvicorn, app, settings, _listen("127.0.0.1", port), backend="asyncio",
                   backend_options={"use_uvloop": True})
 
 

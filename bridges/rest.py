@@ -108,21 +108,23 @@ def path_route(path: str, operations: list[Operation]) -> Route:
             caller = await principal_from(hub, request.headers, address_of(request.client))
             if op.takes_upload and request.headers.get("content-type", "").startswith("multipart/form-data"):
                 fields, upload = await upload_params(request, hub)
-                result = await hub.dispatch(caller, op.name, {**_query_params(request, op.params), **fields},
-                                            from_strings=True, upload=upload)
+                result = await hub.dispatch_model(caller, op.name, {**_query_params(request, op.params), **fields},
+                                                  from_strings=True, upload=upload)
             else:
                 params = await operation_params(request, op, hub)
                 if op.name == STREAMED_RUN and request.query_params.get("stream") == "true":
                     return EventStreamResponse(hub, request, start=lambda: hub.dispatch(caller, op.name, params),
                                                replayable=params.get(op.idempotency_param or "") is not None)
-                result = await hub.dispatch(caller, op.name, params,
-                                            from_strings=request.method not in BODY_METHODS)
+                result = await hub.dispatch_model(caller, op.name, params,
+                                                  from_strings=request.method not in BODY_METHODS)
         except HubError as error:
             return error_response(error)
         bucket = hub.limiter.state(op.rate_class, rate_key(caller.address, caller.agent_id))
         headers = {"X-RateLimit-Limit": str(bucket.limit), "X-RateLimit-Remaining": str(bucket.remaining),
                    "X-RateLimit-Reset": str(math.ceil(bucket.reset_seconds))}
-        return JSONResponse(result, status_code=op.http_status, headers=headers)
+        # The model straight to JSON bytes (pydantic's encoder), not to a dict for json.dumps to walk again.
+        return Response(result.model_dump_json(), status_code=op.http_status, headers=headers,
+                        media_type="application/json")
 
     route_class = Route if "{" in path else LiteralPathRoute
     return route_class(path, endpoint, methods=list(by_method))

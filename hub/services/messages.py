@@ -63,7 +63,7 @@ from .timeline import (
     require_member,
     write_and_publish,
 )
-from .views import message_of, unread_after
+from .views import message_of, messages_of, unread_after
 
 
 def _message_not_found(message_id: str) -> NotFound:
@@ -213,15 +213,15 @@ class MessageService:
 
     async def list_messages(self, caller_id: str, params: ListMessagesParams) -> MessagePage:
         def read(conn: Connection) -> MessagePage:
-            _, member = require_member(conn, params.conversation_id, caller_id)
+            _, joined_seq = require_current_member(conn, params.conversation_id, caller_id)
             rows = message_queries.list_messages(
-                conn, params.conversation_id, from_seq=member["joined_seq"], after=params.after,
+                conn, params.conversation_id, from_seq=joined_seq, after=params.after,
                 before=params.before, limit=params.limit + 1, hide_blocked_for=caller_id,
             )
             more = len(rows) > params.limit
             if more:  # the extra row lies beyond the page, at the end it extends from
                 rows = rows[: params.limit] if params.after is not None else rows[1:]
-            return MessagePage(items=[message_of(row) for row in rows], has_more=more)
+            return MessagePage(items=messages_of(rows), has_more=more)
 
         return await self._store.read(read)
 
