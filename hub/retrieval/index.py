@@ -32,7 +32,7 @@ from ..clock import Clock
 from ..jobs import Job, JobKind, Work
 from .embeddings import Embedder
 from .terms import TermIndex
-from .text import analyze, query_terms
+from .text import Analyzed, query_terms
 from .vectors import VectorIndex
 
 LEXICAL_WEIGHT: Final = 0.5
@@ -58,11 +58,11 @@ class Hit:
     score: float
 
 
-def index_item(conn: Connection, corpus: str, owner_id: str, item_id: str, text: str, now: datetime,
+def index_item(conn: Connection, corpus: str, owner_id: str, item_id: str, analyzed: Analyzed, now: datetime,
                *, embed: bool) -> None:
-    """Index `text` as item `item_id` of `corpus` owned by `owner_id`, inside the caller's write; with
-    `embed`, also ask for its vector (a job, run after the commit)."""
-    analyzed = analyze(text)
+    """Index a text (`analyze`d before the write: the writer is not kept waiting on the stemmer) as item
+    `item_id` of `corpus` owned by `owner_id`, inside the caller's write; with `embed`, also ask for its
+    vector (a job, run after the commit)."""
     collection_id = search_queries.collection_id(conn, collection_key(corpus, owner_id))
     search_queries.add_entry(conn, collection_id, item_id, analyzed.counts, analyzed.length, now)
     if embed:

@@ -64,11 +64,12 @@ from storage.store import Store
 from ..bus import EventBus
 from ..clock import Clock
 from ..config import Settings
-from ..ingest.chunking import passages
+from ..ingest import chunking
 from ..ingest.extract import Unreadable, extract
 from ..jobs import Job, JobKind, JobRunner, Work
 from ..media import TEXT
 from ..retrieval.index import EMBED_JOB, SearchIndex, collection_key, index_item, unindex_item
+from ..retrieval.text import Analyzed, analyze
 from ..usage import storage_quota
 from . import cursors
 from .files import BytesUpload, check_storage_quota, digest, readable_file
@@ -288,18 +289,24 @@ class DocumentService:
         if embed and cut:
             self._jobs.notify(EMBED_JOB)
 
-    async def _read(self, row: RowMapping) -> tuple[list[Any], int | None, str | None]:
-        """The document's passages, its page count (paged formats only), and why it could not be read."""
+    async def _read(self, row: RowMapping) -> tuple[list[tuple[chunking.Passage, Analyzed]], int | None, str | None]:
+        """The document's passages with their terms, its page count (paged formats only), and why it could
+        not be read. Extraction, chunking and analysis run in a worker thread, before any write."""
+        data = await self._store.read(lambda conn: b"".join(
+            file_queries.blob_chunks_for(conn, row["sha256"], 0, row["size"] // file_queries.CHUNK_BYTES)))
+
+        def cut() -> tuple[list[tuple[chunking.Passage, Analyzed]], int | None]:
+            extracted = extract(data, row["media_type"])
+            found = chunking.passages(extracted.pages, paged=extracted.paged)
+            return [(p, analyze(p.text)) for p in found], (len(extracted.pages) if extracted.paged else None)
+
         try:
-            data = await self._store.read(lambda conn: b"".join(
-                file_queries.blob_chunks_for(conn, row["sha256"], 0, row["size"] // file_queries.CHUNK_BYTES)))
-            extracted = await anyio.to_thread.run_sync(extract, data, row["media_type"])
-            cut = passages(extracted.pages, paged=extracted.paged)
+            analyzed, pages = await anyio.to_thread.run_sync(cut)
         except Unreadable as unreadable:
             return [], None, str(unreadable)
-        if not cut:
+        if not analyzed:
             return [], None, "the document has no text"
-        return cut, (len(extracted.pages) if extracted.paged else None), None
+        return analyzed, pages, None
 
     def _start(self, conn: Connection, job: Job, row: RowMapping) -> list[Delivery]:
         now = self._clock.now()
@@ -313,13 +320,14 @@ class DocumentService:
         current = {**row, "state": DocumentState.PROCESSING.value, "error": None, "passages": 0, "updated_at": now}
         return [self._progress(conn, current, row["added_by"], now)]
 
-    def _index_passages(self, conn: Connection, row: RowMapping, batch: list[Any], embed: bool) -> None:
+    def _index_passages(self, conn: Connection, row: RowMapping, batch: list[tuple[chunking.Passage, Analyzed]],
+                        embed: bool) -> None:
         now = self._clock.now()
         rows = [{"id": ids.new_id(ids.PASSAGE), "document_id": row["id"], "idx": p.index, "page": p.page,
-                 "start": p.start, "end": p.end, "text": p.text} for p in batch]
+                 "start": p.start, "end": p.end, "text": p.text} for p, _ in batch]
         document_queries.insert_passages(conn, rows)
-        for passage in rows:
-            index_item(conn, CORPUS, row["scope_id"], passage["id"], passage["text"], now, embed=embed)
+        for passage, (_, terms) in zip(rows, batch, strict=True):
+            index_item(conn, CORPUS, row["scope_id"], passage["id"], terms, now, embed=embed)
 
     def _finish(self, conn: Connection, row: RowMapping, *, error: str | None, pages: int | None,
                 count: int) -> list[Delivery]:

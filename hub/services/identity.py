@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import anyio
-from sqlalchemy import Connection, RowMapping
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from protocol import ids
@@ -54,7 +54,7 @@ from ..secrets import (
 )
 from ..tokens import TokenSigner
 from .agents import find_agent, load_profile
-from .credential_state import CredentialState
+from .credential_state import ApiKeyState, CredentialState
 
 T = TypeVar("T")
 
@@ -176,40 +176,46 @@ class IdentityService:
         return verified.generation == self._state.generation and self._clock.monotonic() < verified.recheck_at
 
     async def _authenticate_api_key(self, credential: str, address: str) -> Principal:
-        row = await self._live_api_key(credential)
-        state = await self._state.agent(row["agent_id"])
+        key = await self._live_api_key(credential)
+        state = await self._state.agent(key.agent_id)
         if state is None:
             raise Unauthorized(_BAD_API_KEY)
         if state.suspended:
             raise Forbidden("this agent is suspended")
         now = self._clock.now()
-        if row["last_used_at"] is None or now - row["last_used_at"] > LAST_USED_RESOLUTION:
-            await self._store.write(lambda conn: credential_queries.touch_api_key(conn, row["id"], now))
-        scopes = frozenset(Scope(s) for s in row["scopes"])
+        if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+            key.last_used_at = now  # first, so the requests that overlap this one do not write it again
+            await self._store.write(lambda conn: credential_queries.touch_api_key(conn, key.key_id, now))
         return Principal(
             address=address,
-            agent_id=row["agent_id"],
+            agent_id=key.agent_id,
             handle=state.handle,
-            scopes=_granted(scopes, state.is_admin),
+            scopes=_granted(key.scopes, state.is_admin),
             is_admin=state.is_admin,
             kind="api_key",
-            key_id=row["id"],
-            expires_at=row["expires_at"],
+            key_id=key.key_id,
+            expires_at=key.expires_at,
         )
 
-    async def _live_api_key(self, credential: str) -> RowMapping:
+    async def _live_api_key(self, credential: str) -> ApiKeyState:
+        """The key behind `credential`, from the credential cache (a store read on a miss): only the
+        stored hash of its secret is compared, and revocation and expiry are checked on every use.
+
+        Raises:
+            Unauthorized: the key is malformed, unknown, forged, revoked or expired.
+        """
         parsed = parse(API_KEY_KIND, ids.API_KEY, credential)
         if parsed is None:
             raise Unauthorized(_BAD_API_KEY)
         key_id, secret = parsed
-        row = await self._store.read(lambda conn: credential_queries.get_api_key(conn, key_id))
-        if row is None or not self._keys.matches(secret, row["secret_hash"]):
+        key = await self._state.api_key(key_id)
+        if key is None or not self._keys.matches(secret, key.secret_hash):
             raise Unauthorized(_BAD_API_KEY)
-        if row["revoked_at"] is not None:
+        if key.revoked_at is not None:
             raise Unauthorized("the API key has been revoked")
-        if row["expires_at"] is not None and row["expires_at"] <= self._clock.now():
+        if key.expires_at is not None and key.expires_at <= self._clock.now():
             raise Unauthorized("the API key has expired")
-        return row
+        return key
 
     # -- registration and recovery --------------------------------------------------------------
 
@@ -364,16 +370,20 @@ class IdentityService:
         )
 
     async def exchange_api_key(self, api_key: str) -> TokenGrant:
-        row = await self._live_api_key(api_key)
+        key = await self._live_api_key(api_key)
         now = self._clock.now()
 
         def write(conn: Connection) -> TokenGrant:
+            row = credential_queries.get_api_key(conn, key.key_id)  # the store's word, in the transaction
+            if row is None or row["revoked_at"] is not None:
+                raise Unauthorized("the API key has been revoked")
             agent = agent_queries.get_agent(conn, row["agent_id"])
             if agent is None:
                 raise Unauthorized(_BAD_API_KEY)
             if agent["suspended_at"] is not None:
                 raise Forbidden("this agent is suspended")
             credential_queries.touch_api_key(conn, row["id"], now)
+            key.last_used_at = now
             scopes = frozenset(Scope(s) for s in row["scopes"])
             session = _Session(agent["id"], scopes if agent["is_admin"] else scopes - {Scope.ADMIN}, row["id"])
             return self._open_session(conn, session, agent["credential_epoch"], now)

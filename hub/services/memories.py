@@ -63,7 +63,7 @@ from ..clock import Clock
 from ..config import Settings
 from ..jobs import JobRunner
 from ..retrieval.index import EMBED_JOB, SearchIndex, collection_key, index_item, unindex_item
-from ..retrieval.text import highlights, normalized, query_terms
+from ..retrieval.text import analyze, highlights, normalized, query_terms
 from ..usage import memory_quota
 from . import cursors
 from .messages import visible_message
@@ -219,6 +219,7 @@ class MemoryService:
     async def create(self, caller_id: str, params: CreateMemoryParams) -> CreatedMemory:
         size = self._check_size(params.content)
         key = content_key(params.content)
+        terms = analyze(params.content)
         now = self._clock.now()
         memory_id = ids.new_id(ids.MEMORY)
         embed = self._index.semantic
@@ -245,7 +246,7 @@ class MemoryService:
             memory_queries.insert_memory(conn, row)
             _record_version(conn, row, MemoryChange.CREATED, caller_id, now)
             usage_queries.add_storage(conn, caller_id, usage_queries.MEMORIES, 1, size)
-            index_item(conn, CORPUS, scope_id, memory_id, params.content, now, embed=embed)
+            index_item(conn, CORPUS, scope_id, memory_id, terms, now, embed=embed)
             return CreatedMemory(memory=memory_of(row), duplicate=False), [
                 self._event(conn, EventType.MEMORY_CREATED, row, caller_id, now)]
 
@@ -283,6 +284,7 @@ class MemoryService:
 
     async def update(self, caller_id: str, params: UpdateMemoryParams) -> Memory:
         size = self._check_size(params.content) if params.content is not None else None
+        terms = analyze(params.content) if params.content is not None else None
         now = self._clock.now()
         embed = self._index.semantic
 
@@ -319,7 +321,8 @@ class MemoryService:
                 usage_queries.add_storage(conn, row["author_id"], usage_queries.MEMORIES, 0,
                                           changes["content_bytes"] - row["content_bytes"])
                 unindex_item(conn, row["id"])
-                index_item(conn, CORPUS, row["scope_id"], row["id"], params.content, now, embed=embed)
+                assert terms is not None
+                index_item(conn, CORPUS, row["scope_id"], row["id"], terms, now, embed=embed)
             return memory_of(updated), [self._event(conn, EventType.MEMORY_UPDATED, updated, caller_id, now)]
 
         memory = await write_and_publish(self._store, self._bus, write)
