@@ -163,6 +163,28 @@ async def test_a_revocation_on_one_node_holds_on_the_other_at_once(start_cluster
         await _until_refused(hub_a, alice)
 
 
+async def test_a_key_revoked_or_an_agent_suspended_on_one_node_is_refused_on_the_other_at_once(
+    start_cluster: ClusterFactory,
+) -> None:
+    """Each node keeps the API keys in use (by key id, with the stored hash only); the credential notice
+    that carries a revocation or a suspension makes the other node drop them."""
+    cluster = start_cluster()
+    async with AsyncExitStack() as stack:
+        hub_a, hub_b = await _clients(stack, cluster)
+        alice, bob = await hub_a.register("alice"), await hub_a.register("bob")
+        doomed, kept, bobs = await hub_a.api_key(alice), await hub_a.api_key(alice), await hub_a.api_key(bob)
+        for key in (doomed, kept, bobs, doomed):  # used on B, so B holds them
+            assert (await hub_b.call("auth.whoami", token=key))["agent"]["agent_id"] in (alice.agent_id, bob.agent_id)
+        doomed_id = (await hub_b.call("auth.whoami", token=doomed))["credential"]["key_id"]
+
+        await hub_a.call("keys.revoke", {"key_id": doomed_id}, token=alice.access_token)
+        await hub_a.call("admin.agents.suspend", {"agent": bob.handle}, token=hub_a.admin_key)
+
+        await _until_refused(hub_b, doomed)
+        await _until_refused(hub_b, bobs, "forbidden")
+        assert (await hub_b.call("auth.whoami", token=kept))["agent"]["agent_id"] == alice.agent_id
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"], indirect=True, scope="session")
 async def test_a_search_on_one_node_finds_what_another_node_indexed_and_not_what_it_removed(
     start_cluster: ClusterFactory,
@@ -219,8 +241,12 @@ async def test_losing_redis_delays_events_through_the_database_and_loses_none(st
         await hub_a.call("auth.whoami", token=alice.access_token)
         carol = await hub_a.register("carol")
         await hub_a.call("auth.whoami", token=carol.access_token)
+        carols_key = await hub_b.api_key(carol)
+        carols_key_id = (await hub_a.call("auth.whoami", token=carols_key))["credential"]["key_id"]  # A holds it
         await hub_b.call("auth.logout", {"everywhere": True}, token=carol.access_token)
         await _until_refused(hub_a, carol)
+        await hub_b.call("keys.revoke", {"key_id": carols_key_id}, token=carols_key)
+        await _until_refused(hub_a, carols_key)
 
         cluster.redis.restore()
         await cluster.until_linked(True)
@@ -258,12 +284,14 @@ def test_nodes_starting_together_migrate_one_after_another(tmp_path: Path) -> No
         drop_postgres_database(database_url)
 
 
-async def _until_refused(hub: HubClient, agent: Agent) -> None:
+async def _until_refused(hub: HubClient, credential: Agent | str, code: str = "unauthorized") -> None:
+    """Until `credential` (an agent's access token, or an API key) is refused with `code`."""
+    token = credential.access_token if isinstance(credential, Agent) else credential
     with anyio.fail_after(WAIT):
         while True:
             try:
-                await hub.call("auth.whoami", token=agent.access_token)
+                await hub.call("auth.whoami", token=token)
             except RpcError as error:
-                assert error.code == "unauthorized", error.error
+                assert error.code == code, error.error
                 return
             await anyio.sleep(0.02)

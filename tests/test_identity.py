@@ -315,11 +315,13 @@ async def test_credentials_ended_before_a_restart_stay_ended_after_it(start_hub:
         await hub.call("auth.logout", {}, token=logged_out["access_token"])
         revoked_key = await hub.call("keys.create", {"name": "doomed"}, token=alice.access_token)
         of_revoked_key = await _session(hub, revoked_key["api_key"])
+        await _whoami(hub, revoked_key["api_key"])  # in use, so the hub holds it until the revocation
         await hub.call("keys.revoke", {"key_id": revoked_key["key"]["key_id"]}, token=alice.access_token)
         replayed = await _session(hub, await hub.api_key(alice))
         rotated = await hub.call("auth.refresh", {"refresh_token": replayed["refresh_token"]})
         await error_of(hub.call("auth.refresh", {"refresh_token": replayed["refresh_token"]}))  # reuse ends it
         bob_key = await hub.api_key(bob)
+        await _whoami(hub, bob_key)
         await hub.call("auth.recover", {"agent": bob.handle, "recovery_key": bob.recovery_key})
         ended = {
             "a logged-out session's token": logged_out["access_token"],

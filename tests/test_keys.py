@@ -2,12 +2,17 @@
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hub.secrets import API_KEY_KIND, issue
+from protocol.errors import Unauthorized
+
 from .client import AGENT_SCOPES, Agent, HubClient, RpcSocket, error_of
 from .conftest import ServerFactory
+from .inprocess import ManualClock, local_hub
 
 
 async def _create(hub: HubClient, token: str, **params: Any) -> dict[str, Any]:
@@ -175,3 +180,89 @@ async def test_the_live_key_limit_is_a_conflict_until_a_key_is_revoked(start_hub
         # another agent has a limit of its own
         other = await hub.register("other")
         assert (await _create(hub, other.access_token))["api_key"].startswith("prl_")
+
+
+# -- a key in use: the hub keeps it (by key id, with the stored hash only), and forgets it at once --------
+
+
+async def _whoami(hub: HubClient, credential: str) -> str:
+    agent_id: str = (await hub.call("auth.whoami", token=credential))["agent"]["agent_id"]
+    return agent_id
+
+
+async def test_a_key_in_use_is_refused_on_the_very_next_request_after_its_revocation(
+    hub: HubClient, alice: Agent
+) -> None:
+    doomed = await _create(hub, alice.access_token, name="doomed")
+    kept = await _create(hub, alice.access_token, name="kept")
+    for _ in range(2):  # used, so the hub holds both keys
+        assert await _whoami(hub, doomed["api_key"]) == alice.agent_id
+        assert await _whoami(hub, kept["api_key"]) == alice.agent_id
+
+    await hub.call("keys.revoke", {"key_id": doomed["key"]["key_id"]}, token=alice.access_token)
+
+    refused = await error_of(hub.call("auth.whoami", token=doomed["api_key"]))
+    assert refused.code == "unauthorized" and "revoked" in refused.error["message"]
+    assert (await error_of(hub.call("auth.token", {"api_key": doomed["api_key"]}))).code == "unauthorized"
+    assert await _whoami(hub, kept["api_key"]) == alice.agent_id
+
+
+async def test_a_key_in_use_is_refused_on_the_very_next_request_after_recovery_or_suspension(
+    hub: HubClient, alice: Agent, bob: Agent
+) -> None:
+    alices, bobs = await hub.api_key(alice), await hub.api_key(bob)
+    assert await _whoami(hub, alices) == alice.agent_id
+    assert await _whoami(hub, bobs) == bob.agent_id
+
+    recovered = await hub.call("auth.recover", {"agent": alice.handle, "recovery_key": alice.recovery_key})
+    await hub.call("admin.agents.suspend", {"agent": bob.handle}, token=hub.admin_key)
+
+    assert (await error_of(hub.call("auth.whoami", token=alices))).code == "unauthorized"
+    assert (await error_of(hub.call("auth.whoami", token=bobs))).code == "forbidden"
+    assert await _whoami(hub, recovered["api_key"]["api_key"]) == alice.agent_id
+    await hub.call("admin.agents.unsuspend", {"agent": bob.handle}, token=hub.admin_key)
+    assert await _whoami(hub, bobs) == bob.agent_id  # suspension ends sessions, not keys
+
+
+@pytest.mark.anyio
+async def test_a_key_in_use_is_refused_with_another_secret_and_after_it_expires(
+    tmp_path: Path, store_kind: str
+) -> None:
+    clock = ManualClock()
+    async with local_hub(tmp_path, store_kind, clock) as local:
+        agent = await local.agent("expiring")
+        key, key_id = await local.api_key(agent, expires_in_days=1)
+        assert (await local.call(key, "auth.whoami"))["agent"]["agent_id"] == agent.agent_id
+        forged, _ = issue(API_KEY_KIND, key_id)  # the same key id, a well-formed secret of someone's guess
+        with pytest.raises(Unauthorized, match="not valid"):
+            await local.call(forged, "auth.whoami")
+        clock.advance(24 * 3600 + 1)
+        with pytest.raises(Unauthorized, match="expired"):
+            await local.call(key, "auth.whoami")
+
+
+@pytest.mark.anyio
+async def test_a_key_in_use_records_its_last_use_at_most_a_minute_late(tmp_path: Path, store_kind: str) -> None:
+    clock = ManualClock()
+    async with local_hub(tmp_path, store_kind, clock) as local:
+        agent = await local.agent("busy")
+        key, key_id = await local.api_key(agent)
+
+        async def last_used() -> datetime:
+            listed = await local.as_agent(agent, "keys.list", {})
+            return datetime.fromisoformat(next(k for k in listed["items"] if k["key_id"] == key_id)["last_used_at"])
+
+        await local.call(key, "auth.whoami")
+        first = await last_used()
+        clock.advance(30)
+        await local.call(key, "auth.whoami")
+        assert await last_used() == first  # within the resolution: no write
+        clock.advance(31)
+        await local.call(key, "auth.whoami")
+        assert await last_used() > first + timedelta(seconds=60)
+        clock.advance(61)
+        await local.call(None, "auth.token", {"api_key": key})
+        exchanged = await last_used()
+        assert exchanged > first + timedelta(seconds=121)
+        await local.call(key, "auth.whoami")
+        assert await last_used() == exchanged  # the exchange counted as a use

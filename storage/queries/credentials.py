@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, select, update
+from sqlalchemy import Connection, RowMapping, func, or_, select, update
 
 from storage.schema import api_keys, invites, refresh_tokens
 
@@ -41,7 +41,12 @@ def revoke_all_api_keys(conn: Connection, agent_id: str, now: datetime) -> None:
 
 
 def touch_api_key(conn: Connection, key_id: str, now: datetime) -> None:
-    conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now))
+    """Record a use at `now`; never moves `last_used_at` back (another node may have written a later use)."""
+    conn.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id, or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < now))
+        .values(last_used_at=now)
+    )
 
 
 def insert_refresh_token(conn: Connection, row: dict[str, Any]) -> None:
