@@ -4,7 +4,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, closing
 from typing import Any
 
 import anyio
@@ -137,7 +137,7 @@ class Hub:
         self.embedder.load()
 
     async def _run_jobs(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        with self._jobs_scope:
+        with self._jobs_scope, closing(self.search_index):
             async with anyio.create_task_group() as tg:
                 await tg.start(self.jobs.run)
                 await tg.start(self.services.webhooks.run)

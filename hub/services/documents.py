@@ -510,7 +510,7 @@ class DocumentService:
         depth = params.offset + params.limit
         wanted = depth * (PASSAGES_PER_DOCUMENT if params.group_by_document else 1)
         candidates = 2 * wanted + 10
-        found: list[tuple[RowMapping, float]] = []
+        found: list[tuple[dict[str, Any], float]] = []
         for _ in range(3):
             ranked = await self._index.search(collections, params.query, mode, candidates)
             rows = await self._store.read(lambda conn: document_queries.searchable_passages(
@@ -526,15 +526,15 @@ class DocumentService:
         return DocumentSearchResult(items=hits, mode=mode)
 
 
-def _passage(row: RowMapping, score: float) -> Passage:
+def _passage(row: dict[str, Any], score: float) -> Passage:
     return Passage(text=row["text"], score=round(score, 6), citation=Citation(
         document_id=row["document_id"], title=row["title"], page=row["page"], start=row["start"], end=row["end"],
         passage_index=row["idx"]))
 
 
-def _grouped(found: list[tuple[RowMapping, float]], limit: int) -> list[DocumentHit]:
+def _grouped(found: list[tuple[dict[str, Any], float]], limit: int) -> list[DocumentHit]:
     """Each document once, ranked by its best passage, with up to three of its passages, best first."""
-    by_document: dict[str, list[tuple[RowMapping, float]]] = defaultdict(list)
+    by_document: dict[str, list[tuple[dict[str, Any], float]]] = defaultdict(list)
     for row, score in found:
         by_document[row["document_id"]].append((row, score))
     ranked = sorted(by_document.values(), key=lambda hits: -hits[0][1])[:limit]

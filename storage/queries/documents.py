@@ -102,20 +102,31 @@ def passage_texts(conn: Connection, passage_ids: Sequence[str]) -> dict[str, str
 
 
 def searchable_passages(conn: Connection, passage_ids: Collection[str], scope_ids: Collection[str],
-                        document_ids: Collection[str] | None, reader_id: str) -> dict[str, RowMapping]:
+                        document_ids: Collection[str] | None, reader_id: str) -> dict[str, dict[str, Any]]:
     """Those of `passage_ids` a reader may find: of a ready, included document in `scope_ids` (and in
-    `document_ids`, if given), not added by an agent the reader blocks; with the document's title."""
+    `document_ids`, if given), not added by an agent the reader blocks; with the document's title.
+
+    Two lookups by primary key, not a join: right after a bulk ingestion PostgreSQL's statistics still
+    say the tables are empty, and it then probed the passages once per document (seconds a search)."""
     if not passage_ids:
         return {}
-    query = (
-        select(document_chunks, documents.c.title, documents.c.scope_id)
-        .join(documents, documents.c.id == document_chunks.c.document_id)
-        .where(document_chunks.c.id.in_(passage_ids), documents.c.state == "ready", documents.c.excluded.is_(False),
-               documents.c.added_by.not_in(blocked_by(reader_id).scalar_subquery()))
-    )
+    passages = conn.execute(select(document_chunks).where(document_chunks.c.id.in_(passage_ids))).mappings().all()
+    wanted = {row["document_id"] for row in passages}
     if document_ids is not None:
-        query = query.where(documents.c.id.in_(document_ids))
-    return {row["id"]: row for row in conn.execute(query).mappings() if row["scope_id"] in scope_ids}
+        wanted &= set(document_ids)
+    if not wanted:
+        return {}
+    searchable = {
+        row["id"]: row for row in conn.execute(
+            select(documents.c.id, documents.c.title, documents.c.scope_id)
+            .where(documents.c.id.in_(wanted), documents.c.scope_id.in_(scope_ids), documents.c.state == "ready",
+                   documents.c.excluded.is_(False),
+                   documents.c.added_by.not_in(blocked_by(reader_id).scalar_subquery()))
+        ).mappings()
+    }
+    return {passage["id"]: {**passage, "title": searchable[passage["document_id"]]["title"],
+                            "scope_id": searchable[passage["document_id"]]["scope_id"]}
+            for passage in passages if passage["document_id"] in searchable}
 
 
 # -- ingestion rounds -----------------------------------------------------------------------------
