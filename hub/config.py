@@ -92,6 +92,8 @@ class Settings(BaseModel):
         "auto", description="Search by meaning with the local embedding model: auto (when the embeddings extra "
         "is installed), on (refuse to start without it), off.")
     embedding_threads: Annotated[int, Field(ge=1, le=64)] = 1
+    embedding_niceness: Annotated[int, Field(ge=0, le=19, description="How much lower (Linux niceness) the "
+                                             "background embedding runs than requests; 0: the same.")] = 10
     term_cache_bytes: Annotated[int, Field(ge=0, description="Memory for cached terms (lexical search), all "
                                            "collections.")] = 256 * 1024 * 1024
     vector_cache_bytes: Annotated[int, Field(ge=0, description="Memory for cached vectors, all collections.")] = \

@@ -83,7 +83,8 @@ class Hub:
         self.search_index = SearchIndex(store, self.clock, self.embedder, settings.term_cache_bytes,
                                         settings.vector_cache_bytes,
                                         {MEMORY_CORPUS: memory_queries.contents,
-                                         DOCUMENT_CORPUS: document_queries.passage_texts})
+                                         DOCUMENT_CORPUS: document_queries.passage_texts},
+                                        embedding_niceness=settings.embedding_niceness)
         if self.embedder is not None:
             self.jobs.register(self.search_index.embedding_job())
         files = FileService(store, self.clock, settings, self.jobs)

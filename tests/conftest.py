@@ -21,6 +21,9 @@ from .servers import (
     redis_unavailable,
 )
 
+# The suite keeps both cores busy: hubs it starts would otherwise embed at a crawl (benchmarks keep the default).
+os.environ.setdefault("PARLEY_EMBEDDING_NICENESS", "0")
+
 REQUIRE_SERVICES = "PARLEY_TEST_REQUIRE_SERVICES"
 """Set (by CI) to fail the run at once when PostgreSQL or Redis does not answer, instead of skipping their tests."""
 

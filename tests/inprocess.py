@@ -25,6 +25,7 @@ FAST_TEST_SETTINGS: Final = {
     "rate_read": RateLimit(burst=100000, per_second=100000),
     "rate_write": RateLimit(burst=100000, per_second=100000),
     "rate_upload": RateLimit(burst=100000, per_second=100000),
+    "embedding_niceness": 0,  # the suite keeps both cores busy: a lowered embedding would crawl
 }
 
 

@@ -47,9 +47,6 @@ EMBED_PER_CALL: Final = 8
 """Texts per worker-thread call: a thread cannot be cancelled, so a shutdown waits for the call under
 way, and 8 passages of the longest kind take about a second on one core (32: four)."""
 BACKFILL_PAGE: Final = 500
-EMBED_NICENESS: Final = 10
-"""How much lower the background embedding's thread runs: on two cores the model would otherwise take
-from the threads answering requests (`memories.create` p99 32-41 ms at 100,000 beside it, 19 ms without)."""
 
 TextSource = Callable[[Connection, Sequence[str]], dict[str, str]]
 """The current text of items of one corpus, by item id (items gone are left out)."""
@@ -85,7 +82,7 @@ def unindex_item(conn: Connection, item_id: str) -> None:
 
 class SearchIndex:
     def __init__(self, store: Store, clock: Clock, embedder: Embedder | None, term_cache_bytes: int,
-                 vector_cache_bytes: int, sources: Mapping[str, TextSource]) -> None:
+                 vector_cache_bytes: int, sources: Mapping[str, TextSource], *, embedding_niceness: int = 0) -> None:
         self._store = store
         self._clock = clock
         self.embedder = embedder
@@ -94,9 +91,12 @@ class SearchIndex:
         self._vectors = (VectorIndex(store, embedder.model_id, embedder.dimension, vector_cache_bytes)
                          if embedder is not None else None)
         self._embedding = anyio.CapacityLimiter(1)
-        self._background = (ThreadPoolExecutor(1, thread_name_prefix="parley-embed", initializer=_lowered)
+        # The background embedding's own thread (anyio's worker threads also run requests' store reads), at
+        # a lower priority: on two cores the model otherwise takes from the threads answering requests
+        # (`memories.create` p99 32-41 ms at 100,000 memories beside it, 22 ms at niceness 10).
+        self._background = (ThreadPoolExecutor(1, thread_name_prefix="parley-embed", initializer=_lowered,
+                                               initargs=(embedding_niceness,))
                             if embedder is not None else None)
-        """The background embedding's own thread (anyio's worker threads also run requests' store reads)."""
 
     def close(self) -> None:
         """Let the background embedding's thread end (after the batch under way, if any)."""
@@ -203,11 +203,11 @@ class SearchIndex:
             await work.complete(jobs, store)
 
 
-def _lowered() -> None:
+def _lowered(niceness: int) -> None:
     """Lower the calling thread's OS priority (Linux counts niceness per thread; elsewhere, nothing)."""
-    if sys.platform == "linux":
+    if niceness and sys.platform == "linux":
         with suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), EMBED_NICENESS)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
 def _fuse(lexical: list[tuple[int, float]], semantic: list[tuple[int, float]]) -> list[tuple[int, float]]:
