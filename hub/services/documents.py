@@ -73,6 +73,7 @@ from ..retrieval.text import Analyzed, analyze
 from ..usage import storage_quota
 from . import cursors
 from .files import BytesUpload, check_storage_quota, digest, readable_file
+from .scopes import reader_membership
 from .timeline import Delivery, emit, erase_from_events, recipients, write_and_publish
 
 CORPUS: Final = "documents"
@@ -156,16 +157,8 @@ class DocumentService:
         row = document_queries.get_document(conn, document_id)
         if row is None:
             raise _not_found(document_id)
-        if row["scope"] == MemoryScope.AGENT:
-            if row["scope_id"] != agent_id:
-                raise _not_found(document_id)
-            return row, None
-        member = conversation_queries.get_member(conn, row["scope_id"], agent_id)
-        if member is None or member["left_at"] is not None:
-            raise _not_found(document_id)
-        if row["added_by"] != agent_id and block_queries.blocks_agent(conn, agent_id, row["added_by"]):
-            raise _not_found(document_id)
-        return row, member
+        return row, reader_membership(conn, agent_id, row["scope"], row["scope_id"], row["added_by"],
+                                      _not_found(document_id))
 
     def _manageable(self, conn: Connection, agent_id: str, document_id: str) -> RowMapping:
         """The document, if the agent may exclude, include, re-ingest or delete it.

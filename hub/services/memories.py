@@ -67,6 +67,7 @@ from ..retrieval.text import analyze, highlights, normalized, query_terms
 from ..usage import memory_quota
 from . import cursors
 from .messages import visible_message
+from .scopes import reader_membership
 from .timeline import Delivery, emit, erase_from_events, recipients, write_and_publish
 
 CORPUS: Final = "memories"
@@ -144,16 +145,8 @@ class MemoryService:
         row = memory_queries.get(conn, memory_id)
         if row is None:
             raise _not_found(memory_id)
-        if row["scope"] == MemoryScope.AGENT:
-            if row["scope_id"] != agent_id:
-                raise _not_found(memory_id)
-            return row, None
-        member = conversation_queries.get_member(conn, row["scope_id"], agent_id)
-        if member is None or member["left_at"] is not None:
-            raise _not_found(memory_id)
-        if row["author_id"] != agent_id and block_queries.blocks_agent(conn, agent_id, row["author_id"]):
-            raise _not_found(memory_id)
-        return row, member
+        return row, reader_membership(conn, agent_id, row["scope"], row["scope_id"], row["author_id"],
+                                      _not_found(memory_id))
 
     def _changeable(self, conn: Connection, agent_id: str, memory_id: str) -> RowMapping:
         """The memory, if the agent may change (or erase) it.
