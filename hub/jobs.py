@@ -71,6 +71,9 @@ class JobKind:
     max_attempts: int = 5
     backoff_seconds: float = 2.0
     """The first retry's delay; each later one doubles it (capped at an hour)."""
+    gather_seconds: float = 0.0
+    """How long to wait, once woken from idle, before claiming: jobs committed one at a time in a burst (a
+    memory per request) are then claimed and written together, one claim and one result for many."""
     given_up: "GivenUp | None" = None
 
 
@@ -110,12 +113,13 @@ class Work:
         """
 
         def run(conn: Connection) -> tuple[list[Job], T | None]:
-            held = [job for job in jobs if job_queries.held(conn, job.id, job.token)]
+            token = jobs[0].token  # a batch is claimed, so leased, at once
+            still = job_queries.held_of(conn, [job.id for job in jobs], token)
+            held = [job for job in jobs if job.id in still]
             if not held:
                 return [], None
             result = write(conn, held) if write is not None else None
-            for job in held:
-                job_queries.finish(conn, job.id, job.token)
+            job_queries.finish(conn, [job.id for job in held], token)
             return held, result
 
         def committed(outcome: tuple[list[Job], T | None]) -> None:
@@ -164,6 +168,8 @@ class _KindState:
     kind: JobKind
     wakeup: anyio.Event = field(default_factory=anyio.Event)
     running: int = 0
+    backlog: bool = False
+    """The last claim took a whole batch: more are likely due, so there is nothing to gather."""
 
 
 class JobRunner:
@@ -218,11 +224,16 @@ class JobRunner:
                     log.exception("claiming %s jobs failed", kind.name)
             if claimed:
                 state.running += 1
+                state.backlog = len(claimed) == kind.batch
                 assert self._tasks is not None
                 self._tasks.start_soon(self._run_batch, state, claimed)
                 continue
+            woken = False
             with anyio.move_on_after(await self._idle_seconds(kind)):
                 await state.wakeup.wait()
+                woken = True
+            if woken and kind.gather_seconds and not state.backlog:
+                await anyio.sleep(kind.gather_seconds)
 
     async def _idle_seconds(self, kind: JobKind) -> float:
         """How long to wait before looking again: until the next job is due, at most a poll interval."""

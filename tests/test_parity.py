@@ -323,6 +323,9 @@ async def a_document(world: World) -> None:
     with anyio.fail_after(WAIT):  # ingested in the background: until it is done, reads change under us
         while (await world.call("alice", "documents.get", {"document_id": added["document_id"]}))["state"] != "ready":
             await anyio.sleep(0.05)
+        semantic = (await world.call("alice", "memories.stats", {}))["semantic_search"]
+        while semantic and not (await world.call("alice", "documents.store", {}))["embedded"]:
+            await anyio.sleep(0.05)  # embedded in the background too: `documents.store` counts it
 
 
 async def an_excluded_document(world: World) -> None:

@@ -47,6 +47,9 @@ EMBED_PER_CALL: Final = 8
 """Texts per worker-thread call: a thread cannot be cancelled, so a shutdown waits for the call under
 way, and 8 passages of the longest kind take about a second on one core (32: four)."""
 BACKFILL_PAGE: Final = 500
+EMBED_GATHER_SECONDS: Final = 0.25
+"""Memories written one per request are embedded in batches: a batch per write took a claim and a result
+transaction from the writer each time, beside every `memories.create`."""
 
 TextSource = Callable[[Connection, Sequence[str]], dict[str, str]]
 """The current text of items of one corpus, by item id (items gone are left out)."""
@@ -63,15 +66,16 @@ class Hit:
     score: float
 
 
-def index_item(conn: Connection, corpus: str, owner_id: str, item_id: str, analyzed: Analyzed, now: datetime,
-               *, embed: bool) -> None:
-    """Index a text (`analyze`d before the write: the writer is not kept waiting on the stemmer) as item
-    `item_id` of `corpus` owned by `owner_id`, inside the caller's write; with `embed`, also ask for its
-    vector (a job, run after the commit)."""
+def index_items(conn: Connection, corpus: str, owner_id: str, items: Sequence[tuple[str, Analyzed]], now: datetime,
+                *, embed: bool) -> None:
+    """Index texts (`analyze`d before the write: the writer is not kept waiting on the stemmer) as items of
+    `corpus` owned by `owner_id`, by item id, inside the caller's write; with `embed`, also ask for their
+    vectors (jobs, run after the commit)."""
     collection_id = search_queries.collection_id(conn, collection_key(corpus, owner_id))
-    search_queries.add_entry(conn, collection_id, item_id, analyzed.counts, analyzed.length, now)
+    search_queries.add_entries(conn, collection_id, [(item_id, analyzed.counts, analyzed.length)
+                                                     for item_id, analyzed in items], now)
     if embed:
-        job_queries.ensure(conn, EMBED_JOB, item_id, {"corpus": corpus}, now, now)
+        job_queries.ensure_all(conn, EMBED_JOB, [item_id for item_id, _ in items], {"corpus": corpus}, now, now)
 
 
 def unindex_item(conn: Connection, item_id: str) -> None:
@@ -179,7 +183,8 @@ class SearchIndex:
 
     def embedding_job(self) -> JobKind:
         """The background job that computes the vectors of newly indexed items, in batches."""
-        return JobKind(EMBED_JOB, self._embed_jobs, batch=EMBED_BATCH, lease_seconds=120.0, max_attempts=3)
+        return JobKind(EMBED_JOB, self._embed_jobs, batch=EMBED_BATCH, lease_seconds=120.0, max_attempts=3,
+                       gather_seconds=EMBED_GATHER_SECONDS)
 
     async def _embed_jobs(self, work: Work) -> None:
         assert self.embedder is not None
@@ -195,10 +200,8 @@ class SearchIndex:
             vectors = dict(zip(present, await self.embed([texts[subject] for subject in present]), strict=True))
 
             def store(conn: Connection, held: list[Job]) -> None:
-                for job in held:
-                    entry = search_queries.entry_of(conn, job.subject)
-                    if entry is not None and job.subject in vectors:
-                        search_queries.store_vector(conn, entry["id"], model, vectors[job.subject])
+                search_queries.store_vectors(conn, model, {job.subject: vectors[job.subject] for job in held
+                                                           if job.subject in vectors})
 
             await work.complete(jobs, store)
 

@@ -18,6 +18,7 @@ event, and its bytes once nothing else refers to them.
 """
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -68,7 +69,7 @@ from ..ingest import chunking
 from ..ingest.extract import Unreadable, extract
 from ..jobs import Job, JobKind, JobRunner, Work
 from ..media import TEXT
-from ..retrieval.index import EMBED_JOB, SearchIndex, collection_key, index_item, unindex_item
+from ..retrieval.index import EMBED_JOB, SearchIndex, collection_key, index_items, unindex_item
 from ..retrieval.text import Analyzed, analyze
 from ..usage import storage_quota
 from . import cursors
@@ -90,6 +91,27 @@ PASSAGES_PER_DOCUMENT: Final = 3
 MANAGERS: Final = frozenset({Role.OWNER, Role.ADMIN})
 
 
+_NO_ROUND: Final = {"round_total": 0, "round_done": 0, "round_failed": 0, "round_started_at": None,
+                    "current_document_id": None}
+"""A store's round before its first document (none: `documents.add` starts one)."""
+
+Reading = tuple[list[tuple[chunking.Passage, Analyzed]], int | None, str | None]
+"""A document as read: its passages with their terms, its page count (paged formats), why it failed."""
+
+
+def _cut(data: bytes, media_type: str) -> Reading:
+    """Extract, cut and analyze a document's bytes (CPU work: in a worker thread)."""
+    try:
+        extracted = extract(data, media_type)
+        found = chunking.passages(extracted.pages, paged=extracted.paged)
+        analyzed = [(passage, analyze(passage.text)) for passage in found]
+    except Unreadable as unreadable:
+        return [], None, str(unreadable)
+    if not analyzed:
+        return [], None, "the document has no text"
+    return analyzed, (len(extracted.pages) if extracted.paged else None), None
+
+
 def _not_found(document_id: str) -> NotFound:
     return NotFound(f"no document {document_id!r}", {"document_id": document_id})
 
@@ -104,7 +126,7 @@ def document_of(row: RowMapping | dict[str, Any]) -> Document:
     )
 
 
-def status_of(round_row: RowMapping | None, title_of_current: str | None, now: datetime) -> StoreStatus:
+def status_of(round_row: Mapping[str, Any] | None, title_of_current: str | None, now: datetime) -> StoreStatus:
     """The round's state; its ETA is the rate of the round so far (wall time: several documents are
     ingested at once) applied to what is left."""
     if round_row is None or not round_row["round_total"]:
@@ -181,17 +203,26 @@ class DocumentService:
             return [row["scope_id"]]
         return recipients(conn, row["scope_id"], sender_id=row["added_by"])
 
-    def _progress(self, conn: Connection, row: RowMapping | dict[str, Any], actor_id: str, now: datetime) -> Delivery:
-        """The `documents.progress` event: the document as it stands, and its store's round."""
-        round_row = document_queries.store_round(conn, row["scope_id"])
+    def _progress(self, conn: Connection, row: RowMapping | dict[str, Any], actor_id: str, now: datetime,
+                  round_row: RowMapping | None = None) -> Delivery:
+        """The `documents.progress` event: the document as it stands, and its store's round (read here unless
+        the caller has it)."""
+        if round_row is None:
+            round_row = document_queries.store_round(conn, row["scope_id"])
         current = round_row["current_document_id"] if round_row else None
         current_title = None
         if current is not None:
             current_row = document_queries.get_document(conn, current)
             current_title = current_row["title"] if current_row else None
+        return self._progress_event(conn, row, self._audience(conn, row), round_row, current_title, now, actor_id)
+
+    @staticmethod
+    def _progress_event(conn: Connection, row: RowMapping | dict[str, Any], audience: list[str],
+                        round_row: Mapping[str, Any] | None, current_title: str | None, now: datetime,
+                        actor_id: str | None = None) -> Delivery:
         conversation_id = row["scope_id"] if row["scope"] == MemoryScope.CONVERSATION else None
-        return emit(conn, EventType.DOCUMENTS_PROGRESS, conversation_id, actor_id=actor_id, now=now,
-                    to=self._audience(conn, row), subject_id=row["id"], document=document_of(row),
+        return emit(conn, EventType.DOCUMENTS_PROGRESS, conversation_id, actor_id=actor_id or row["added_by"],
+                    now=now, to=audience, subject_id=row["id"], document=document_of(row),
                     progress=status_of(round_row, current_title, now))
 
     # -- adding ---------------------------------------------------------------------------------
@@ -229,9 +260,9 @@ class DocumentService:
                    "error": None, "excluded": False, "pages": None, "passages": 0, "created_at": now,
                    "updated_at": now}
             document_queries.insert_document(conn, row)
-            document_queries.round_added(conn, scope_id, 1, now)
+            round_row = document_queries.round_added(conn, scope_id, 1, now)
             job_queries.ensure(conn, INGEST_JOB, document_id, {}, now, now)
-            return document_of(row), [self._progress(conn, row, caller_id, now)]
+            return document_of(row), [self._progress(conn, row, caller_id, now, round_row)]
 
         document = await write_and_publish(self._store, self._bus, write)
         self._jobs.notify(INGEST_JOB)
@@ -249,20 +280,12 @@ class DocumentService:
         for job in work.jobs:  # a document deleted meanwhile is done at once, with the quick ones
             row = rows.get(job.subject)
             (large if row is not None and row["size"] > QUICK_BYTES else quick).append(job)
-        read = {job.subject: await self._read(rows[job.subject]) for job in quick if job.subject in rows}
+        read = await self._read([rows[job.subject] for job in quick if job.subject in rows])
         embed = self._index.semantic
 
         def finish(conn: Connection, held: list[Job]) -> list[Delivery]:
-            deliveries: list[Delivery] = []
-            for job in held:
-                row = rows.get(job.subject)
-                if row is None:  # deleted meanwhile
-                    continue
-                cut, pages, error = read[job.subject]
-                deliveries += self._start(conn, job, row)
-                self._index_passages(conn, row, cut, embed)
-                deliveries += self._finish(conn, row, error=error, pages=pages, count=len(cut))
-            return deliveries
+            return self._ingest_together(conn, [(job, rows[job.subject]) for job in held if job.subject in rows],
+                                         read, embed)
 
         if quick:
             await work.complete(quick, finish, on_commit=self._bus.publish)
@@ -271,40 +294,80 @@ class DocumentService:
         if embed and any(cut for cut, _, _ in read.values()):
             self._jobs.notify(EMBED_JOB)
 
+    def _ingest_together(self, conn: Connection, documents: list[tuple[Job, RowMapping]], read: dict[str, Reading],
+                         embed: bool) -> list[Delivery]:
+        """Small documents, each taken from `processing` to its end in this one transaction: every step is
+        still an event and an audit entry, but the rows are written a statement per kind for the batch."""
+        now = self._clock.now()
+        event_queries.serialize_appends(conn)
+        self._remove_passages(conn, [row["id"] for _, row in documents])  # what an earlier, interrupted run wrote
+        rounds: dict[str, dict[str, Any]] = {}
+        ended_here: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # by store: documents done, failed
+        audiences: dict[tuple[str, str], list[str]] = {}
+        passages: dict[str, list[tuple[dict[str, Any], Analyzed]]] = defaultdict(list)
+        changes: list[dict[str, Any]] = []
+        audit: list[dict[str, Any]] = []
+        deliveries: list[Delivery] = []
+        for job, row in documents:
+            scope_id = row["scope_id"]
+            if scope_id not in rounds:
+                rounds[scope_id] = dict(document_queries.store_round(conn, scope_id) or _NO_ROUND)
+            round_row = rounds[scope_id]
+            audience = audiences.get((scope_id, row["added_by"]))
+            if audience is None:
+                audience = audiences[scope_id, row["added_by"]] = self._audience(conn, row)
+            cut, pages, error = read[row["id"]]
+            passages[scope_id] += [(self._passage_row(row, passage), terms) for passage, terms in cut]
+            audit.append({"scope_id": scope_id, "document_id": row["id"], "action": AuditAction.INGEST_STARTED.value,
+                          "actor_id": None, "at": now, "details": {"attempt": job.attempts}})
+            round_row["current_document_id"] = row["id"]
+            processing = {**row, "state": DocumentState.PROCESSING.value, "error": None, "passages": 0,
+                          "updated_at": now}
+            deliveries.append(self._progress_event(conn, processing, audience, round_row, row["title"], now))
+            ended = self._ended(row, error=error, pages=pages, count=len(cut), now=now)
+            changes.append({"document_id": row["id"], **ended})
+            audit.append(self._ended_audit(row, ended, now))
+            ended_here[scope_id][0] += 1
+            ended_here[scope_id][1] += int(error is not None)
+            round_row.update(current_document_id=None, round_done=round_row["round_done"] + 1,
+                             round_failed=round_row["round_failed"] + int(error is not None))
+            deliveries.append(self._progress_event(conn, {**row, **ended}, audience, round_row, None, now))
+        for scope_id, found in passages.items():
+            self._index_passages(conn, scope_id, found, embed)
+        document_queries.update_documents(conn, changes)
+        for scope_id, (done, failed) in ended_here.items():
+            document_queries.round_done(conn, scope_id, done=done, failed=failed)
+        document_queries.audit_entries(conn, audit)
+        return deliveries
+
     async def _ingest_large(self, work: Work, job: Job, row: RowMapping, embed: bool) -> None:
         await work.write(job, lambda conn: self._start(conn, job, row), on_commit=self._bus.publish)
-        cut, pages, error = await self._read(row)
+        cut, pages, error = (await self._read([row]))[row["id"]]
         for first in range(0, len(cut), WRITE_BATCH):
-            batch = cut[first:first + WRITE_BATCH]
-            await work.write(job, lambda conn, batch=batch: self._index_passages(conn, row, batch, embed))
+            found = [(self._passage_row(row, passage), terms) for passage, terms in cut[first:first + WRITE_BATCH]]
+            await work.write(job, lambda conn, found=found: self._index_passages(conn, row["scope_id"], found, embed))
         await work.complete([job], lambda conn, held: self._finish(conn, row, error=error, pages=pages, count=len(cut)),
                             on_commit=self._bus.publish)
         if embed and cut:
             self._jobs.notify(EMBED_JOB)
 
-    async def _read(self, row: RowMapping) -> tuple[list[tuple[chunking.Passage, Analyzed]], int | None, str | None]:
-        """The document's passages with their terms, its page count (paged formats only), and why it could
-        not be read. Extraction, chunking and analysis run in a worker thread, before any write."""
-        data = await self._store.read(lambda conn: b"".join(
-            file_queries.blob_chunks_for(conn, row["sha256"], 0, row["size"] // file_queries.CHUNK_BYTES)))
+    async def _read(self, rows: list[RowMapping]) -> dict[str, Reading]:
+        """Each document's passages with their terms, its page count (paged formats only), and why it could
+        not be read, by document id: the bytes fetched in one read, then cut in one worker-thread call,
+        before any write."""
 
-        def cut() -> tuple[list[tuple[chunking.Passage, Analyzed]], int | None]:
-            extracted = extract(data, row["media_type"])
-            found = chunking.passages(extracted.pages, paged=extracted.paged)
-            return [(p, analyze(p.text)) for p in found], (len(extracted.pages) if extracted.paged else None)
+        def fetch(conn: Connection) -> dict[str, bytes]:
+            return {row["id"]: b"".join(file_queries.blob_chunks_for(
+                conn, row["sha256"], 0, row["size"] // file_queries.CHUNK_BYTES)) for row in rows}
 
-        try:
-            analyzed, pages = await anyio.to_thread.run_sync(cut)
-        except Unreadable as unreadable:
-            return [], None, str(unreadable)
-        if not analyzed:
-            return [], None, "the document has no text"
-        return analyzed, pages, None
+        data = await self._store.read(fetch) if rows else {}
+        return await anyio.to_thread.run_sync(lambda: {row["id"]: _cut(data[row["id"]], row["media_type"])
+                                                       for row in rows})
 
     def _start(self, conn: Connection, job: Job, row: RowMapping) -> list[Delivery]:
         now = self._clock.now()
         event_queries.serialize_appends(conn)
-        self._remove_passages(conn, row["id"])  # what an earlier, interrupted run wrote
+        self._remove_passages(conn, [row["id"]])  # what an earlier, interrupted run wrote
         document_queries.update_document(conn, row["id"], {"state": DocumentState.PROCESSING.value,
                                                            "error": None, "passages": 0, "updated_at": now})
         document_queries.round_working_on(conn, row["scope_id"], row["id"])
@@ -313,27 +376,41 @@ class DocumentService:
         current = {**row, "state": DocumentState.PROCESSING.value, "error": None, "passages": 0, "updated_at": now}
         return [self._progress(conn, current, row["added_by"], now)]
 
-    def _index_passages(self, conn: Connection, row: RowMapping, batch: list[tuple[chunking.Passage, Analyzed]],
+    @staticmethod
+    def _passage_row(document: RowMapping, passage: chunking.Passage) -> dict[str, Any]:
+        return {"id": ids.new_id(ids.PASSAGE), "document_id": document["id"], "idx": passage.index,
+                "page": passage.page, "start": passage.start, "end": passage.end, "text": passage.text}
+
+    def _index_passages(self, conn: Connection, scope_id: str, passages: list[tuple[dict[str, Any], Analyzed]],
                         embed: bool) -> None:
-        now = self._clock.now()
-        rows = [{"id": ids.new_id(ids.PASSAGE), "document_id": row["id"], "idx": p.index, "page": p.page,
-                 "start": p.start, "end": p.end, "text": p.text} for p, _ in batch]
-        document_queries.insert_passages(conn, rows)
-        for passage, (_, terms) in zip(rows, batch, strict=True):
-            index_item(conn, CORPUS, row["scope_id"], passage["id"], terms, now, embed=embed)
+        document_queries.insert_passages(conn, [row for row, _ in passages])
+        index_items(conn, CORPUS, scope_id, [(row["id"], terms) for row, terms in passages], self._clock.now(),
+                    embed=embed)
+
+    @staticmethod
+    def _ended(row: RowMapping, *, error: str | None, pages: int | None, count: int, now: datetime) -> dict[str, Any]:
+        """A document's changes as its ingestion ends, `ready` or `failed` with why."""
+        state = DocumentState.FAILED if error else DocumentState.READY
+        return {"state": state.value, "error": error, "pages": pages, "passages": count, "updated_at": now}
+
+    @staticmethod
+    def _ended_audit(row: RowMapping, ended: dict[str, Any], now: datetime) -> dict[str, Any]:
+        if ended["error"]:
+            action, details = AuditAction.INGEST_FAILED, {"error": ended["error"]}
+        else:
+            action, details = AuditAction.INGEST_COMPLETED, {"passages": ended["passages"], "pages": ended["pages"]}
+        return {"scope_id": row["scope_id"], "document_id": row["id"], "action": action.value, "actor_id": None,
+                "at": now, "details": details}
 
     def _finish(self, conn: Connection, row: RowMapping, *, error: str | None, pages: int | None,
                 count: int) -> list[Delivery]:
         now = self._clock.now()
-        state = DocumentState.FAILED if error else DocumentState.READY
-        changes = {"state": state.value, "error": error, "pages": pages, "passages": count, "updated_at": now}
+        ended = self._ended(row, error=error, pages=pages, count=count, now=now)
         event_queries.serialize_appends(conn)
-        document_queries.update_document(conn, row["id"], changes)
-        document_queries.round_done(conn, row["scope_id"], failed=error is not None)
-        action, details = ((AuditAction.INGEST_FAILED, {"error": error}) if error
-                           else (AuditAction.INGEST_COMPLETED, {"passages": count, "pages": pages}))
-        document_queries.audit(conn, row["scope_id"], row["id"], action.value, None, now, details)
-        return [self._progress(conn, {**row, **changes}, row["added_by"], now)]
+        document_queries.update_document(conn, row["id"], ended)
+        document_queries.round_done(conn, row["scope_id"], done=1, failed=int(error is not None))
+        document_queries.audit_entries(conn, [self._ended_audit(row, ended, now)])
+        return [self._progress(conn, {**row, **ended}, row["added_by"], now)]
 
     def _given_up(self, conn: Connection, job: Job, reason: str) -> list[Delivery]:
         """The ingestion failed for a reason of the hub's, not the file's, every time: the document fails
@@ -341,14 +418,14 @@ class DocumentService:
         row = document_queries.get_document(conn, job.subject)
         if row is None or row["state"] not in (DocumentState.QUEUED, DocumentState.PROCESSING):
             return []
-        self._remove_passages(conn, row["id"])
+        self._remove_passages(conn, [row["id"]])
         error = f"ingestion failed {job.attempts} times ({reason}); re-ingest it to try again"
         return self._finish(conn, row, error=error, pages=None, count=0)
 
-    def _remove_passages(self, conn: Connection, document_id: str) -> None:
-        for passage_id in document_queries.passage_ids_of(conn, document_id):
+    def _remove_passages(self, conn: Connection, document_ids: list[str]) -> None:
+        for passage_id in document_queries.passage_ids_of(conn, document_ids):
             unindex_item(conn, passage_id)
-        document_queries.delete_passages(conn, document_id)
+        document_queries.delete_passages(conn, document_ids)
 
     # -- managing -------------------------------------------------------------------------------
 
@@ -376,10 +453,10 @@ class DocumentService:
                 raise Conflict("the document is being ingested already", {"state": row["state"]})
             document_queries.update_document(conn, document_id, {"state": DocumentState.QUEUED.value,
                                                                  "updated_at": now})
-            document_queries.round_added(conn, row["scope_id"], 1, now)
+            round_row = document_queries.round_added(conn, row["scope_id"], 1, now)
             job_queries.ensure(conn, INGEST_JOB, document_id, {}, now, now)
             updated = {**row, "state": DocumentState.QUEUED.value, "updated_at": now}
-            return document_of(updated), [self._progress(conn, updated, caller_id, now)]
+            return document_of(updated), [self._progress(conn, updated, caller_id, now, round_row)]
 
         document = await write_and_publish(self._store, self._bus, write)
         self._jobs.notify(INGEST_JOB)
@@ -394,7 +471,7 @@ class DocumentService:
             if row["state"] in (DocumentState.QUEUED, DocumentState.PROCESSING):
                 document_queries.round_dropped(conn, row["scope_id"])
             job_queries.cancel(conn, INGEST_JOB, document_id)
-            self._remove_passages(conn, document_id)
+            self._remove_passages(conn, [document_id])
             erase_from_events(conn, document_id, "document", None)
             document_queries.delete_document(conn, document_id)
             file_queries.drop_blob_if_unused(conn, row["sha256"])

@@ -62,7 +62,7 @@ from ..bus import EventBus
 from ..clock import Clock
 from ..config import Settings
 from ..jobs import JobRunner
-from ..retrieval.index import EMBED_JOB, SearchIndex, collection_key, index_item, unindex_item
+from ..retrieval.index import EMBED_JOB, SearchIndex, collection_key, index_items, unindex_item
 from ..retrieval.text import analyze, highlights, normalized, query_terms
 from ..usage import memory_quota
 from . import cursors
@@ -239,7 +239,7 @@ class MemoryService:
             memory_queries.insert_memory(conn, row)
             _record_version(conn, row, MemoryChange.CREATED, caller_id, now)
             usage_queries.add_storage(conn, caller_id, usage_queries.MEMORIES, 1, size)
-            index_item(conn, CORPUS, scope_id, memory_id, terms, now, embed=embed)
+            index_items(conn, CORPUS, scope_id, [(memory_id, terms)], now, embed=embed)
             return CreatedMemory(memory=memory_of(row), duplicate=False), [
                 self._event(conn, EventType.MEMORY_CREATED, row, caller_id, now)]
 
@@ -315,7 +315,7 @@ class MemoryService:
                                           changes["content_bytes"] - row["content_bytes"])
                 unindex_item(conn, row["id"])
                 assert terms is not None
-                index_item(conn, CORPUS, row["scope_id"], row["id"], terms, now, embed=embed)
+                index_items(conn, CORPUS, row["scope_id"], [(row["id"], terms)], now, embed=embed)
             return memory_of(updated), [self._event(conn, EventType.MEMORY_UPDATED, updated, caller_id, now)]
 
         memory = await write_and_publish(self._store, self._bus, write)

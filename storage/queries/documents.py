@@ -4,7 +4,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -29,6 +29,13 @@ def documents_by_id(conn: Connection, document_ids: Sequence[str]) -> dict[str, 
 
 def update_document(conn: Connection, document_id: str, values: dict[str, Any]) -> None:
     conn.execute(update(documents).where(documents.c.id == document_id).values(**values))
+
+
+def update_documents(conn: Connection, changes: Sequence[dict[str, Any]]) -> None:
+    """Change several documents in one statement: each of `changes` names its `document_id` and sets the
+    same columns as the others."""
+    if changes:
+        conn.execute(update(documents).where(documents.c.id == bindparam("document_id")), list(changes))
 
 
 def delete_document(conn: Connection, document_id: str) -> None:
@@ -80,13 +87,13 @@ def insert_passages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         conn.execute(insert(document_chunks), list(rows))
 
 
-def passage_ids_of(conn: Connection, document_id: str) -> list[str]:
-    return list(conn.execute(select(document_chunks.c.id).where(document_chunks.c.document_id == document_id))
+def passage_ids_of(conn: Connection, document_ids: Sequence[str]) -> list[str]:
+    return list(conn.execute(select(document_chunks.c.id).where(document_chunks.c.document_id.in_(document_ids)))
                 .scalars())
 
 
-def delete_passages(conn: Connection, document_id: str) -> None:
-    conn.execute(delete(document_chunks).where(document_chunks.c.document_id == document_id))
+def delete_passages(conn: Connection, document_ids: Sequence[str]) -> None:
+    conn.execute(delete(document_chunks).where(document_chunks.c.document_id.in_(document_ids)))
 
 
 def passages_of_document(conn: Connection, document_id: str) -> list[RowMapping]:
@@ -136,18 +143,18 @@ def store_round(conn: Connection, scope_id: str) -> RowMapping | None:
     return conn.execute(select(document_stores).where(document_stores.c.scope_id == scope_id)).mappings().first()
 
 
-def round_added(conn: Connection, scope_id: str, count: int, now: datetime) -> None:
-    """`count` documents queued: a new round if the last one is over, else more in this one."""
-    current = store_round(conn, scope_id)
-    if current is None or current["round_done"] >= current["round_total"]:
-        values = {"round_total": count, "round_done": 0, "round_failed": 0, "round_started_at": now,
-                  "current_document_id": None}
-        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        statement = dialect_insert(document_stores).values(scope_id=scope_id, **values)
-        conn.execute(statement.on_conflict_do_update(index_elements=[document_stores.c.scope_id], set_=values))
-    else:
-        conn.execute(update(document_stores).where(document_stores.c.scope_id == scope_id)
-                     .values(round_total=document_stores.c.round_total + count))
+def round_added(conn: Connection, scope_id: str, count: int, now: datetime) -> RowMapping:
+    """`count` documents queued: a new round if the last one is over, else more in this one. The round."""
+    fresh = {"round_total": count, "round_done": 0, "round_failed": 0, "round_started_at": now,
+             "current_document_id": None}
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = dialect_insert(document_stores).values(scope_id=scope_id, **fresh)
+    over = document_stores.c.round_done >= document_stores.c.round_total
+    # Every SET expression reads the row as it was, so `over` means the same in each.
+    kept = {name: case((over, value), else_=document_stores.c[name]) for name, value in fresh.items()}
+    kept["round_total"] = case((over, count), else_=document_stores.c.round_total + count)
+    return conn.execute(statement.on_conflict_do_update(index_elements=[document_stores.c.scope_id], set_=kept)
+                        .returning(*document_stores.c)).mappings().one()
 
 
 def round_working_on(conn: Connection, scope_id: str, document_id: str | None) -> None:
@@ -155,9 +162,10 @@ def round_working_on(conn: Connection, scope_id: str, document_id: str | None) -
                  .values(current_document_id=document_id))
 
 
-def round_done(conn: Connection, scope_id: str, *, failed: bool) -> None:
+def round_done(conn: Connection, scope_id: str, *, done: int, failed: int) -> None:
+    """`done` more documents of the round ended, `failed` of them failed."""
     conn.execute(update(document_stores).where(document_stores.c.scope_id == scope_id).values(
-        round_done=document_stores.c.round_done + 1, round_failed=document_stores.c.round_failed + int(failed),
+        round_done=document_stores.c.round_done + done, round_failed=document_stores.c.round_failed + failed,
         current_document_id=None))
 
 
@@ -172,8 +180,14 @@ def round_dropped(conn: Connection, scope_id: str) -> None:
 
 def audit(conn: Connection, scope_id: str, document_id: str, action: str, actor_id: str | None, at: datetime,
           details: dict[str, Any] | None = None) -> None:
-    conn.execute(insert(document_audit).values(scope_id=scope_id, document_id=document_id, action=action,
-                                               actor_id=actor_id, at=at, details=details or {}))
+    audit_entries(conn, [{"scope_id": scope_id, "document_id": document_id, "action": action, "actor_id": actor_id,
+                          "at": at, "details": details or {}}])
+
+
+def audit_entries(conn: Connection, entries: Sequence[dict[str, Any]]) -> None:
+    """Several audit entries (each with every column of `audit`'s), in one statement."""
+    if entries:
+        conn.execute(insert(document_audit), list(entries))
 
 
 def audit_page(conn: Connection, scope_id: str, document_id: str | None, *, before: int | None,

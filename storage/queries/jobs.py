@@ -24,16 +24,23 @@ FAILED = "failed"
 def ensure(conn: Connection, kind: str, subject: str, payload: dict[str, Any], run_at: datetime, now: datetime) -> None:
     """A pending job of `kind` about `subject` due at `run_at`: made, or (if one exists) due again with
     this payload. The job's unique (kind, subject) makes this an upsert, so retries make no twins."""
-    values = {"kind": kind, "subject": subject, "payload": payload, "state": PENDING, "run_at": run_at,
-              "attempts": 0, "created_at": now}
+    ensure_all(conn, kind, [subject], payload, run_at, now)
+
+
+def ensure_all(conn: Connection, kind: str, subjects: Sequence[str], payload: dict[str, Any], run_at: datetime,
+               now: datetime) -> None:
+    """`ensure` for each of `subjects`, in one statement."""
+    if not subjects:
+        return
     dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = dialect_insert(jobs).values(**values)
+    statement = dialect_insert(jobs)
     conn.execute(statement.on_conflict_do_update(
         index_elements=[jobs.c.kind, jobs.c.subject],
         # A worker on the old version of the job loses its lease: its result is of what was, not of what is.
         set_={"payload": statement.excluded.payload, "state": PENDING, "run_at": statement.excluded.run_at,
               "attempts": 0, "last_error": None, "lease_token": None, "lease_until": None},
-    ))
+    ), [{"kind": kind, "subject": subject, "payload": payload, "state": PENDING, "run_at": run_at, "attempts": 0,
+         "created_at": now} for subject in subjects])
 
 
 def claim(
@@ -61,8 +68,12 @@ def claim(
 
 def held(conn: Connection, job_id: int, token: str) -> bool:
     """Whether the job still exists and is leased to `token` (check this first in a write of its result)."""
-    found = conn.execute(select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.lease_token == token)).scalar()
-    return found is not None
+    return job_id in held_of(conn, [job_id], token)
+
+
+def held_of(conn: Connection, job_ids: Sequence[int], token: str) -> set[int]:
+    """Those of the jobs that still exist and are leased to `token`."""
+    return set(conn.execute(select(jobs.c.id).where(jobs.c.id.in_(job_ids), jobs.c.lease_token == token)).scalars())
 
 
 def extend(conn: Connection, job_ids: Sequence[int], token: str, lease_until: datetime) -> int:
@@ -72,9 +83,9 @@ def extend(conn: Connection, job_ids: Sequence[int], token: str, lease_until: da
     return int(result.rowcount)
 
 
-def finish(conn: Connection, job_id: int, token: str) -> bool:
-    """Delete a done job, if still held with `token`."""
-    return conn.execute(delete(jobs).where(jobs.c.id == job_id, jobs.c.lease_token == token)).rowcount == 1
+def finish(conn: Connection, job_ids: Sequence[int], token: str) -> int:
+    """Delete done jobs, those still held with `token`; how many were."""
+    return int(conn.execute(delete(jobs).where(jobs.c.id.in_(job_ids), jobs.c.lease_token == token)).rowcount)
 
 
 def defer(conn: Connection, job_id: int, token: str, run_at: datetime) -> bool:

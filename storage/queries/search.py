@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from storage.schema import search_collections, search_entries
 
@@ -38,21 +38,24 @@ def collection_ids(conn: Connection, keys: Collection[str]) -> list[int]:
     return list(conn.execute(select(search_collections.c.id).where(search_collections.c.key.in_(keys))).scalars())
 
 
-def add_entry(
-    conn: Connection, collection: int, item_id: str, counts: Mapping[str, int], length: int, now: datetime
-) -> int:
-    """Index an item's terms (`counts`, `length` terms in all); returns the entry id."""
-    seq = conn.execute(
+def add_entries(
+    conn: Connection, collection: int, items: Sequence[tuple[str, Mapping[str, int], int]], now: datetime
+) -> None:
+    """Index items: each one's id, term counts and length (terms in all), numbered in this order."""
+    if not items:
+        return
+    last = conn.execute(
         update(search_collections).where(search_collections.c.id == collection)
-        .values(entries=search_collections.c.entries + 1, total_length=search_collections.c.total_length + length,
-                entry_seq=search_collections.c.entry_seq + 1)
+        .values(entries=search_collections.c.entries + len(items),
+                total_length=search_collections.c.total_length + sum(length for _, _, length in items),
+                entry_seq=search_collections.c.entry_seq + len(items))
         .returning(search_collections.c.entry_seq)
     ).scalar_one()
-    return int(conn.execute(
-        insert(search_entries).values(collection_id=collection, item_id=item_id, seq=seq, length=length,
-                                      terms=dict(counts), created_at=now)
-        .returning(search_entries.c.id)
-    ).scalar_one())
+    first = last - len(items) + 1
+    conn.execute(insert(search_entries), [
+        {"collection_id": collection, "item_id": item_id, "seq": first + number, "length": length,
+         "terms": dict(counts), "created_at": now}
+        for number, (item_id, counts, length) in enumerate(items)])
 
 
 def remove_entry(conn: Connection, item_id: str) -> bool:
@@ -108,13 +111,6 @@ def items_of(conn: Connection, entry_ids: Collection[int]) -> dict[int, str]:
     return {int(entry_id): item_id for entry_id, item_id in conn.execute(query)}
 
 
-def entry_of(conn: Connection, item_id: str) -> RowMapping | None:
-    return conn.execute(
-        select(search_entries.c.id, search_entries.c.collection_id, search_entries.c.vector_model)
-        .where(search_entries.c.item_id == item_id)
-    ).mappings().first()
-
-
 # -- vectors ------------------------------------------------------------------------------------------------
 
 
@@ -156,15 +152,23 @@ def unembedded(conn: Connection, model: str, after_entry: int, limit: int) -> li
     return [(int(entry_id), item_id, key) for entry_id, item_id, key in conn.execute(query)]
 
 
-def store_vector(conn: Connection, entry_id: int, model: str, vector: bytes) -> bool:
-    """Store an entry's vector, numbered next in its collection; False if the entry is gone."""
-    collection = conn.execute(select(search_entries.c.collection_id).where(search_entries.c.id == entry_id)).scalar()
-    if collection is None:
-        return False
-    seq = int(conn.execute(
-        update(search_collections).where(search_collections.c.id == collection)
-        .values(vector_seq=search_collections.c.vector_seq + 1).returning(search_collections.c.vector_seq)
-    ).scalar_one())
-    conn.execute(update(search_entries).where(search_entries.c.id == entry_id)
-                 .values(vector=vector, vector_model=model, vector_seq=seq))
-    return True
+def store_vectors(conn: Connection, model: str, vectors: Mapping[str, bytes]) -> int:
+    """Store items' vectors (by item id), numbered next in their collections; how many items still had an
+    entry (a vector of an item gone meanwhile is dropped)."""
+    entries = conn.execute(select(search_entries.c.id, search_entries.c.item_id, search_entries.c.collection_id)
+                           .where(search_entries.c.item_id.in_(list(vectors))).order_by(search_entries.c.id)).all()
+    by_collection: dict[int, list[tuple[int, str]]] = {}
+    for entry_id, item_id, collection in entries:
+        by_collection.setdefault(collection, []).append((entry_id, item_id))
+    changes = []
+    for collection, found in by_collection.items():
+        last = int(conn.execute(
+            update(search_collections).where(search_collections.c.id == collection)
+            .values(vector_seq=search_collections.c.vector_seq + len(found)).returning(search_collections.c.vector_seq)
+        ).scalar_one())
+        changes += [{"entry": entry_id, "vector": vectors[item_id], "vector_model": model,
+                     "vector_seq": last - len(found) + number + 1}
+                    for number, (entry_id, item_id) in enumerate(found)]
+    if changes:
+        conn.execute(update(search_entries).where(search_entries.c.id == bindparam("entry")), changes)
+    return len(changes)
