@@ -104,8 +104,8 @@ def figures(backend: str, hub: Run, floor: Run) -> list[Figure]:
                "floor_rss_kib": [floor.rss_before_kib, floor.rss_after_kib]}
     return [
         Figure(SCENARIO, "memory per connection", hub.kib_per_connection, "KiB", backend, floor.kib_per_connection,
-               "bare ws server", "<= 30 KiB at >= 10000" if targeted else "",
-               (enough and hub.kib_per_connection <= 30) if targeted else None, details),
+               "bare ws server", "<= 20 KiB at >= 10000" if targeted else "",
+               (enough and hub.kib_per_connection <= 20) if targeted else None, details),
         Figure(SCENARIO, "connections opened/s", hub.open_per_s, "conn/s", backend, floor.open_per_s,
                "bare ws server"),
     ]

@@ -8,12 +8,20 @@ WebSockets are closed by the hub with 1001 (going away), after answering what th
 Both ping every WebSocket peer every `ws_ping_seconds` and drop one that has not answered within
 `ws_ping_timeout_seconds`: uvicorn does this itself; hypercorn only sends the pings, so
 `_install_websocket_keepalive` adds the check.
+
+On uvicorn, WebSockets are served by `_lean_websocket_protocol`: uvicorn's own, holding less for each
+idle connection (`bench.connections`).
 """
 
+import heapq
+import itertools
 import logging
+import math
 import os
 import signal
 import socket
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final, Literal
@@ -88,6 +96,7 @@ async def _serve_uvicorn(app: Starlette, settings: Settings, listener: socket.so
     config = uvicorn.Config(
         app,
         lifespan="on",
+        ws=_lean_websocket_protocol(),
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ws_ping_seconds,
         ws_ping_timeout=settings.ws_ping_timeout_seconds,
@@ -108,6 +117,134 @@ async def _serve_uvicorn(app: Starlette, settings: Settings, listener: socket.so
         tg.cancel_scope.cancel()
 
 
+class _Inbox:
+    """`asyncio.Queue`'s `put_nowait`, `get` and `empty` (unbounded), which is all uvicorn's WebSocket
+    protocol uses of it: a queue only while messages wait, and a future only while a task waits."""
+
+    __slots__ = ("_loop", "_items", "_getters")
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._items: deque[Any] | None = None
+        self._getters: list[Any] | None = None  # one getter at most, in practice: the app's receive
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+        self._wake_first()
+
+    async def get(self) -> Any:
+        while not self._items:
+            getter = self._loop.create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                # As asyncio.Queue: a getter cancelled after its wake-up passes the wake-up on.
+                getter.cancel()
+                if self._getters and getter in self._getters:
+                    self._getters.remove(getter)
+                if self._items and not getter.cancelled():
+                    self._wake_first()
+                raise
+            finally:
+                if not self._getters:
+                    self._getters = None
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+    def _wake_first(self) -> None:
+        while self._getters:
+            getter = self._getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+
+class _Flag:
+    """`asyncio.Event`'s `is_set`, `set`, `clear` and `wait`, with a list of waiters only while there
+    are any. Starts set, as uvicorn's "writable" does."""
+
+    __slots__ = ("_loop", "_set", "_waiters")
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._set = True
+        self._waiters: list[Any] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = self._loop.create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+                if not self._waiters:
+                    self._waiters = None
+        return True
+
+
+def _lean_websocket_protocol() -> type:
+    """uvicorn's WebSocket protocol (websockets, sans-I/O), holding less for each open connection.
+
+    The same protocol, less what an idle connection held and never used again (tracemalloc, 2,000
+    idle connections with an access token, about 8 KiB of 30):
+    - the handshake's request and response, whose headers websockets parsed into a dict and a list
+      each (about 4.5 KiB): the ASGI scope has its own copy of the request headers, and the
+      response has been sent;
+    - `asyncio.Queue` for the ASGI `receive` and `asyncio.Event` for "writable": four deques of about
+      0.7 KiB each, even empty, replaced by `_Inbox` and `_Flag`.
+    """
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class LeanWebSocketsProtocol(WebSocketsSansIOProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.queue = _Inbox(self.loop)  # type: ignore[assignment]
+            self.writable = _Flag(self.loop)  # type: ignore[assignment]
+
+        def handle_connect(self, event: Any) -> None:
+            super().handle_connect(event)
+            # The request is not read again: the scope has its headers, and the response is made. Its
+            # parsed headers are emptied too, because websockets' handshake parser keeps the request
+            # in a local of its generator, which goes on to parse every frame of the connection.
+            event.headers.clear()
+            self.request = None
+
+        async def send(self, message: Any) -> None:
+            await super().send(message)
+            if self.handshake_complete:
+                self.response = None  # read by the accept only
+
+    return LeanWebSocketsProtocol
+
+
 async def _serve_hypercorn(app: Starlette, settings: Settings, listener: socket.socket) -> None:
     from hypercorn.config import Config
     from hypercorn.trio import serve
@@ -119,7 +256,7 @@ async def _serve_hypercorn(app: Starlette, settings: Settings, listener: socket.
     config.websocket_max_message_size = settings.max_frame_bytes
     config.websocket_ping_interval = settings.ws_ping_seconds
     config.accesslog = None
-    _install_websocket_keepalive(settings.ws_ping_seconds, settings.ws_ping_timeout_seconds)
+    pings = _install_websocket_keepalive(settings.ws_ping_seconds, settings.ws_ping_timeout_seconds)
     websockets: WebSocketSessions = app.state.websockets
     stopping = anyio.Event()
 
@@ -135,12 +272,41 @@ async def _serve_hypercorn(app: Starlette, settings: Settings, listener: socket.
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_on_signal, stopping.set)
         tg.start_soon(close_connections)
+        tg.start_soon(pings.run)
         await serve(app, config, shutdown_trigger=stopping.wait)  # type: ignore[arg-type]
         tg.cancel_scope.cancel()
 
 
-def _install_websocket_keepalive(interval: float, timeout: float) -> None:
-    """Make hypercorn drop a WebSocket peer that stops answering its pings, as uvicorn does.
+class _PingSchedule:
+    """When each hypercorn WebSocket is next due a ping or the check of its answer: one task and a heap
+    for all of them, rather than a task, a cancel scope and two events on each connection (about
+    3 KiB of an idle connection on trio, tracemalloc)."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, weakref.ref[Any]]] = []  # (when, tie-break, stream)
+        self._order = itertools.count()
+        self._sleep: anyio.CancelScope | None = None
+
+    def add(self, when: float, stream: Any) -> None:
+        # A weak reference: a stream whose connection has ended is not kept until its due time.
+        heapq.heappush(self._due, (when, next(self._order), weakref.ref(stream)))
+        if self._sleep is not None and when < self._sleep.deadline:
+            self._sleep.deadline = when
+
+    async def run(self) -> None:
+        while True:
+            now = anyio.current_time()
+            while self._due and self._due[0][0] <= now:
+                stream = heapq.heappop(self._due)[2]()
+                if stream is not None:
+                    stream.keepalive_due(now)
+            with anyio.CancelScope(deadline=self._due[0][0] if self._due else math.inf) as self._sleep:
+                await anyio.sleep_forever()
+
+
+def _install_websocket_keepalive(interval: float, timeout: float) -> _PingSchedule:
+    """Make hypercorn drop a WebSocket peer that stops answering its pings, as uvicorn does; the
+    schedule returned must run for the pings and checks to happen.
 
     hypercorn pings every `websocket_ping_interval` but never looks for the answer: a peer gone without
     closing (a frozen process, a lost network path) kept its connection, and whatever the hub held for
@@ -154,46 +320,58 @@ def _install_websocket_keepalive(interval: float, timeout: float) -> None:
     from hypercorn.protocol.ws_stream import WSStream
     from wsproto.events import Ping
 
+    schedule = _PingSchedule()
+
     class KeepaliveWSStream(WSStream):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._heard = anyio.Event()
-            """Set by anything from the peer after the last ping (or by the stream's end)."""
-            self._ended = anyio.Event()
+            self._heard = False
+            """Anything heard from the peer since the last ping."""
+            self._next_ping = math.inf
+            """When the next ping is due, while the answer to the last one is awaited; else inf."""
             # h11 gives each stream its connection's `stream_send`; that connection's own `send` takes
             # `Closed`, which closes the socket (and wakes a write stuck on it).
             self._close_socket = self.send.__self__.send  # type: ignore[attr-defined]
 
         async def handle(self, event: Event) -> None:
             if isinstance(event, Data):
-                self._heard.set()
+                self._heard = True
             await super().handle(event)
-            if self.closed:
-                self._heard.set()
-                self._ended.set()
 
         async def _send_pings(self) -> None:
-            # As uvicorn: a ping `interval` after the connection opens and after each ping before.
-            next_ping = anyio.current_time() + interval
-            while True:
-                with anyio.CancelScope(deadline=next_ping):
-                    await self._ended.wait()
-                if self.closed:
-                    return
-                next_ping = anyio.current_time() + interval
-                self._heard = anyio.Event()
+            # Called once the connection is accepted. As uvicorn: a ping `interval` after the
+            # connection opens and after each ping before.
+            schedule.add(anyio.current_time() + interval, self)
+
+        def keepalive_due(self, now: float) -> None:
+            """The next ping is due, or the check of the answer to the last one. A closed stream
+            leaves the schedule here, at its next due time."""
+            if self.closed:
+                return
+            if self._next_ping == math.inf:  # a ping is due
+                self._heard = False
+                self._next_ping = now + interval
                 # Sent from a task of its own: a write may wait behind one to a peer that does not read.
-                self.task_group.spawn(self._send_wsproto_event, Ping())
-                with anyio.move_on_after(timeout):
-                    await self._heard.wait()
-                if self.closed:
-                    return
-                if not self._heard.is_set():
-                    log.info("dropping WebSocket peer %s: no answer %gs after a ping", self.client, timeout)
-                    await self._close_socket(Closed())
-                    return
+                if self._spawn(self._send_wsproto_event, Ping()):
+                    schedule.add(now + timeout, self)
+            elif self._heard:
+                schedule.add(self._next_ping, self)
+                self._next_ping = math.inf
+            else:
+                log.info("dropping WebSocket peer %s: no answer %gs after a ping", self.client, timeout)
+                self._spawn(self._close_socket, Closed())
+
+        def _spawn(self, func: Any, *args: Any) -> bool:
+            """Start `func` in the connection's task group; False if that has ended (a connection that
+            failed on an OSError ends its task group without closing its stream)."""
+            try:
+                self.task_group.spawn(func, *args)
+            except RuntimeError:  # the nursery is closed to new tasks
+                return False
+            return True
 
     h11.WSStream = KeepaliveWSStream  # type: ignore[misc]
+    return schedule
 
 
 def _shut_down_connections(port: int) -> int:
