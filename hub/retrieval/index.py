@@ -71,9 +71,8 @@ def index_items(conn: Connection, corpus: str, owner_id: str, items: Sequence[tu
     """Index texts (`analyze`d before the write: the writer is not kept waiting on the stemmer) as items of
     `corpus` owned by `owner_id`, by item id, inside the caller's write; with `embed`, also ask for their
     vectors (jobs, run after the commit)."""
-    collection_id = search_queries.collection_id(conn, collection_key(corpus, owner_id))
-    search_queries.add_entries(conn, collection_id, [(item_id, analyzed.counts, analyzed.length)
-                                                     for item_id, analyzed in items], now)
+    search_queries.add_entries(conn, collection_key(corpus, owner_id),
+                               [(item_id, analyzed.counts, analyzed.length) for item_id, analyzed in items], now)
     if embed:
         job_queries.ensure_all(conn, EMBED_JOB, [item_id for item_id, _ in items], {"corpus": corpus}, now, now)
 

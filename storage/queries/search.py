@@ -21,36 +21,29 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from storage.schema import search_collections, search_entries
 
 
-def collection_id(conn: Connection, key: str) -> int:
-    """The id of the collection named `key`, created (empty) if it does not exist yet. In a write."""
-    found = conn.execute(select(search_collections.c.id).where(search_collections.c.key == key)).scalar()
-    if found is not None:
-        return int(found)
-    return int(conn.execute(
-        insert(search_collections)
-        .values(key=key, entries=0, total_length=0, entry_epoch=0, entry_seq=0, vector_epoch=0, vector_seq=0)
-        .returning(search_collections.c.id)
-    ).scalar_one())
-
-
 def collection_ids(conn: Connection, keys: Collection[str]) -> list[int]:
     """The ids of those of `keys` that exist (a read: a collection nobody wrote to has nothing to find)."""
     return list(conn.execute(select(search_collections.c.id).where(search_collections.c.key.in_(keys))).scalars())
 
 
 def add_entries(
-    conn: Connection, collection: int, items: Sequence[tuple[str, Mapping[str, int], int]], now: datetime
+    conn: Connection, key: str, items: Sequence[tuple[str, Mapping[str, int], int]], now: datetime
 ) -> None:
-    """Index items: each one's id, term counts and length (terms in all), numbered in this order."""
+    """Index items in the collection named `key` (made, empty, if it does not exist yet): each item's id,
+    term counts and length (terms in all), numbered in this order."""
     if not items:
         return
-    last = conn.execute(
-        update(search_collections).where(search_collections.c.id == collection)
-        .values(entries=search_collections.c.entries + len(items),
-                total_length=search_collections.c.total_length + sum(length for _, _, length in items),
-                entry_seq=search_collections.c.entry_seq + len(items))
-        .returning(search_collections.c.entry_seq)
-    ).scalar_one()
+    grow = (update(search_collections).where(search_collections.c.key == key)
+            .values(entries=search_collections.c.entries + len(items),
+                    total_length=search_collections.c.total_length + sum(length for _, _, length in items),
+                    entry_seq=search_collections.c.entry_seq + len(items))
+            .returning(search_collections.c.id, search_collections.c.entry_seq))
+    grown = conn.execute(grow).first()
+    if grown is None:  # the collection's first entries
+        conn.execute(insert(search_collections).values(key=key, entries=0, total_length=0, entry_epoch=0,
+                                                       entry_seq=0, vector_epoch=0, vector_seq=0))
+        grown = conn.execute(grow).one()
+    collection, last = grown
     first = last - len(items) + 1
     conn.execute(insert(search_entries), [
         {"collection_id": collection, "item_id": item_id, "seq": first + number, "length": length,
