@@ -44,6 +44,8 @@ from bench.clients import (
 from bench.floors import FloorServer
 from bench.report import Figure, add_common_options, backends, emit, percentile
 from bench.store_writes import group_commit
+from tests.client import Agent
+from tests.servers import HubServer
 
 SCENARIO = "send"
 
@@ -88,13 +90,19 @@ async def pipelined(conns: list[WsClient], conversation_ids: list[str], sizes: S
                p99_ms=percentile(latencies, 0.99) * 1000, cpu=cpu)
 
 
+async def paired(server: HubServer, agents: list[Agent]) -> list[str]:
+    """Agents paired into direct conversations: the conversation of each agent, in their order."""
+    conversation_ids = []
+    for first, second in zip(agents[::2], agents[1::2], strict=True):
+        opened = await hub_call(server, first, "conversations.open_direct", {"agent": second.handle})
+        conversation_ids += [opened["conversation_id"]] * 2
+    return conversation_ids
+
+
 async def hub_run(backend: str, sizes: Sizes) -> Run:
     with running_hub(backend) as server:
         agents = await register_agents(server, sizes.agents, "sender")
-        conversation_ids = []
-        for first, second in zip(agents[::2], agents[1::2], strict=True):
-            opened = await hub_call(server, first, "conversations.open_direct", {"agent": second.handle})
-            conversation_ids += [opened["conversation_id"]] * 2
+        conversation_ids = await paired(server, agents)
         conns = [await open_ws(server.ws_url, agent.access_token) for agent in agents]
         assert server.process is not None
         try:
