@@ -114,7 +114,7 @@ async def quality(store: str, data: Beir, base: Path, embeddings: bool) -> list[
                                   details={"documents": len(documents)}))
             if embeddings:
                 waited = time.perf_counter()
-                # 7,216 passages at 10-15/s on a quiet machine; at the background's lower priority, far slower on a busy one.
+                # 7,216 passages at about 14/s on a quiet machine; at the lower priority, far slower on a busy one.
                 summary = await rpc.until("documents.store", lambda store: store["embedded"] >= store["passages"],
                                           limit=3600)
                 embedded = searchable + time.perf_counter() - waited
