@@ -10,8 +10,8 @@ import subprocess
 import sys
 from typing import Final
 
-SCENARIOS: Final = ("send", "send_beside_ingestion", "fanout", "history", "mcp", "rest", "cluster", "memory",
-                     "documents", "workflows", "schedules", "webhooks", "connections")
+SCENARIOS: Final = ("send", "send_beside_ingestion", "fanout", "history", "mcp", "rest", "cluster", "send_workers",
+                     "memory", "documents", "workflows", "schedules", "webhooks", "connections")
 """Messaging in its issue's order (several nodes after the single-node ones), then memory and documents
 (their evaluation sets must be at hand) and workflows, the 10,000 connections last (the slowest)."""
 

@@ -352,20 +352,33 @@ async def until_idle(pid: int, *, below: float = 0.05, window: float = 0.5, limi
             return
 
 
-class ProcessMeter:
-    """Wall time and the CPU used by this (client) process and by a server process over a phase:
-    which side was busy says which one limited the figure (a core is 1.0)."""
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has spent on anything but idling and waiting for I/O, all cores."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / _CLK_TCK
 
-    def __init__(self, server_pid: int) -> None:
-        self._pid = server_pid
+
+class ProcessMeter:
+    """Wall time and the CPU used by this (client) process, by the server's processes (one, or a
+    `--workers` parent and its workers) and by the whole machine over a phase: which side was busy
+    says which one limited the figure (a core is 1.0)."""
+
+    def __init__(self, server_pid: int | Sequence[int]) -> None:
+        self._pids = [server_pid] if isinstance(server_pid, int) else list(server_pid)
         self._wall = time.perf_counter()
         self._client = time.process_time()
-        self._server = cpu_seconds(server_pid)
+        self._server = self._server_seconds()
+        self._machine = machine_busy_seconds()
+
+    def _server_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self._pids)
 
     def read(self) -> dict[str, float]:
         wall = time.perf_counter() - self._wall
         return {
             "seconds": round(wall, 2),
-            "server_cores": round((cpu_seconds(self._pid) - self._server) / wall, 2),
+            "server_cores": round((self._server_seconds() - self._server) / wall, 2),
             "client_cores": round((time.process_time() - self._client) / wall, 2),
+            "machine_cores": round((machine_busy_seconds() - self._machine) / wall, 2),
         }

@@ -76,10 +76,34 @@ def _existing_store(args: argparse.Namespace) -> "Settings":
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .runner import serve
+    from .runner import WorkerFailed, serve, serve_workers
 
-    serve(_settings(args), host=args.host, port=args.port, backend=args.backend)
+    settings = _settings(args)
+    if args.workers == 1 or args.listen_fd is not None:
+        serve(settings, host=args.host, port=args.port, backend=args.backend, listen_fd=args.listen_fd,
+              parent=args.parent)
+        return EXIT_OK
+    # Each worker is this command run alone, on the parent's socket, with the same options and environment.
+    options = [f"--{name.replace('_', '-')}={value}" for name in ("db", "data_dir", "registration")
+               if (value := getattr(args, name)) is not None]
+    worker = [sys.executable, "-m", "bridges.cli", *(["--debug"] if args.debug else []), "serve",
+              "--backend", args.backend, "--workers", "1", *options]
+    try:
+        serve_workers(settings, host=args.host, port=args.port, workers=args.workers, worker_command=worker)
+    except WorkerFailed as exc:
+        raise CommandFailed(str(exc), EXIT_UNAVAILABLE) from None
     return EXIT_OK
+
+
+def _workers(value: str) -> int:
+    """A number of worker processes, from `--workers` or PARLEY_WORKERS."""
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, 1 or more, not {value!r}")
+    return workers
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -158,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="event loop: asyncio (uvicorn) or trio (hypercorn) (env PARLEY_BACKEND)")
     serve.add_argument("--registration", choices=["open", "invite", "closed"],
                        help="who may register agents (env PARLEY_REGISTRATION; default open)")
+    serve.add_argument("--workers", type=_workers, default=os.environ.get("PARLEY_WORKERS", "1"),
+                       help="hub processes sharing the port, each a node of the several-node design: more than "
+                            "1 needs PostgreSQL and Redis (env PARLEY_WORKERS; default 1)")
+    # A worker of --workers: the socket it serves on, and the parent that started it (it stops when that is gone).
+    serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--parent", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(run=_cmd_serve)
 
     migrate_cmd = commands.add_parser("migrate", help="apply database migrations (creates the data dir)")

@@ -11,6 +11,12 @@ Both ping every WebSocket peer every `ws_ping_seconds` and drop one that has not
 
 On uvicorn, WebSockets are served by `_lean_websocket_protocol`: uvicorn's own, holding less for each
 idle connection (`bench.connections`).
+
+`serve_workers` (`parley serve --workers N`) runs N such servers as worker processes on one port, on
+PostgreSQL + Redis only: each worker is a node of the several-node design (`hub.cluster`). The parent
+binds the port (a listening socket per worker), migrates and creates the server keys once, starts
+each worker with its socket, and supervises them: a stop signal is passed on to each and waited for (then they are
+killed); a worker that exits unasked stops the others, and the parent fails.
 """
 
 import heapq
@@ -20,18 +26,21 @@ import math
 import os
 import signal
 import socket
+import subprocess
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any, Final, Literal
 
 import anyio
+import anyio.abc
 from starlette.applications import Starlette
 
-from hub.config import Settings
+from hub.config import ConfigError, Settings
+from hub.secrets import ServerKeys
 
-from .app import create_app
+from .app import create_app, migrate
 from .ws_rpc import CLOSE_TIMEOUT, WebSocketSessions
 
 log = logging.getLogger(__name__)
@@ -41,19 +50,39 @@ WEBSOCKET_DRAIN_SECONDS: Final = GRACEFUL_SECONDS - CLOSE_TIMEOUT
 """How long a WebSocket may go on answering its requests in flight after the stop signal; its close
 frame then takes at most CLOSE_TIMEOUT, so it is closed within GRACEFUL_SECONDS."""
 BACKLOG: Final = 2048
+WORKERS_STOP_SECONDS: Final = 10.0
+"""How long the parent of `--workers` waits for its workers to stop after passing them the stop signal
+(each takes about GRACEFUL_SECONDS, and a second for the store), before it kills them."""
+KILLED_WAIT_SECONDS: Final = 5.0
+ORPHAN_CHECK_SECONDS: Final = 1.0
+"""How often a worker checks that its parent is alive: a worker whose parent was killed stops."""
 Backend = Literal["asyncio", "trio"]
 
 
-async def _stop_on_signal(stop: Callable[[], None]) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("received %s; shutting down", signal.Signals(signum).name)
-            stop()
-            return
+async def _stop_on_signal(stop: Callable[[], None], parent: int | None = None) -> None:
+    """Call `stop` on SIGTERM or SIGINT; for a worker of `serve_workers` (`parent`: the pid of the
+    process that started it), also once that parent is gone."""
+    async with anyio.create_task_group() as tg:
+        if parent is not None:
+            tg.start_soon(_stop_when_orphaned, stop, parent)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s; shutting down", signal.Signals(signum).name)
+                stop()
+                break
+        tg.cancel_scope.cancel()
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before the server starts, so a port in use is one clear error.
+async def _stop_when_orphaned(stop: Callable[[], None], parent: int) -> None:
+    while os.getppid() == parent:
+        await anyio.sleep(ORPHAN_CHECK_SECONDS)
+    log.warning("the parent process %d is gone; shutting down", parent)
+    stop()
+
+
+def _listen(host: str, port: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+    """The listening socket, bound before the server starts, so a port in use is one clear error;
+    with `reuse_port`, one of several on the port (SO_REUSEPORT); without `listen`, bound only.
 
     Raises:
         OSError: the address is in use or cannot be bound.
@@ -62,8 +91,11 @@ def _listen(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(BACKLOG)
+        if listen:
+            sock.listen(BACKLOG)
     except OSError:
         sock.close()
         raise
@@ -71,7 +103,7 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _serve_uvicorn(app: Starlette, settings: Settings, listener: socket.socket) -> None:
+async def _serve_uvicorn(app: Starlette, settings: Settings, listener: socket.socket, parent: int | None) -> None:
     import uvicorn
 
     websockets: WebSocketSessions = app.state.websockets
@@ -112,7 +144,7 @@ async def _serve_uvicorn(app: Starlette, settings: Settings, listener: socket.so
         server.should_exit = True
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, stop)
+        tg.start_soon(_stop_on_signal, stop, parent)
         await server.serve(sockets=[listener])
         tg.cancel_scope.cancel()
 
@@ -245,7 +277,7 @@ def _lean_websocket_protocol() -> type:
     return LeanWebSocketsProtocol
 
 
-async def _serve_hypercorn(app: Starlette, settings: Settings, listener: socket.socket) -> None:
+async def _serve_hypercorn(app: Starlette, settings: Settings, listener: socket.socket, parent: int | None) -> None:
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
@@ -270,7 +302,7 @@ async def _serve_hypercorn(app: Starlette, settings: Settings, listener: socket.
             log.warning("shut down %d connection(s) still open %gs after the stop signal", count, GRACEFUL_SECONDS + 1)
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, stopping.set)
+        tg.start_soon(_stop_on_signal, stopping.set, parent)
         tg.start_soon(close_connections)
         tg.start_soon(pings.run)
         await serve(app, config, shutdown_trigger=stopping.wait)  # type: ignore[arg-type]
@@ -403,19 +435,155 @@ def _shut_down_connections(port: int) -> int:
     return count
 
 
-def serve(settings: Settings, *, host: str, port: int, backend: Backend) -> None:
-    """Run the hub until SIGTERM or SIGINT.
+def serve(settings: Settings, *, host: str, port: int, backend: Backend, listen_fd: int | None = None,
+          parent: int | None = None) -> None:
+    """Run the hub until SIGTERM or SIGINT; as a worker of `serve_workers` on its socket `listen_fd`,
+    also until its parent (that process's pid) is gone.
 
     Raises:
         OSError: the address cannot be listened on (in use, not this machine's).
     """
     app = create_app(settings)
-    with _listen(host, port) as listener:
-        bound = listener.getsockname()[1]
-        url_host = f"[{host}]" if ":" in host else host
-        log.info("Parley listening on http://%s:%d (%s backend)", url_host, bound, backend)
+    if listen_fd is None:
+        listener = _listen(host, port)
+    else:
+        listener = socket.socket(fileno=listen_fd)
+        listener.setblocking(False)
+    with listener:
+        if listen_fd is None:
+            bound = listener.getsockname()[1]
+            url_host = f"[{host}]" if ":" in host else host
+            log.info("Parley listening on http://%s:%d (%s backend)", url_host, bound, backend)
         if backend == "trio":
-            anyio.run(_serve_hypercorn, app, settings, listener, backend="trio")
+            anyio.run(_serve_hypercorn, app, settings, listener, parent, backend="trio")
         else:
-            anyio.run(_serve_uvicorn, app, settings, listener, backend="asyncio",
+            anyio.run(_serve_uvicorn, app, settings, listener, parent, backend="asyncio",
                       backend_options={"use_uvloop": True})
+
+
+class WorkerFailed(Exception):
+    """A worker of `serve_workers` exited unasked, or did not stop in time when asked."""
+
+
+def workers_refusal(settings: Settings, workers: int) -> str | None:
+    """Why this hub cannot be served by `workers` processes, or None when it can."""
+    if workers <= 1:
+        return None
+    if settings.store_url().startswith("sqlite"):
+        return (f"--workers {workers} needs PostgreSQL and Redis: the embedded SQLite store has one writer, so it "
+                "is served by one process; set PARLEY_DATABASE_URL to a PostgreSQL database and PARLEY_REDIS_URL")
+    if not settings.redis_url:
+        return (f"--workers {workers} needs PARLEY_REDIS_URL: each worker is a node of its own, and live events "
+                "reach the subscribers of the other workers through Redis only")
+    return None
+
+
+def serve_workers(settings: Settings, *, host: str, port: int, workers: int, worker_command: Sequence[str]) -> None:
+    """Serve the hub with `workers` processes on one port, until SIGTERM or SIGINT.
+
+    Each worker serves on a listening socket of its own, bound here with SO_REUSEPORT, so the kernel
+    spreads new connections evenly over the workers. (One socket shared by all of them gave each new
+    connection to whichever worker woke first: 16 WebSockets of a benchmark all went to one of two.)
+    A plain bind first checks that the port is free, not held by another group of SO_REUSEPORT sockets
+    (another `--workers` hub), and picks the port for `--port 0`.
+
+    `worker_command` starts one worker (`parley serve ...`, to which `--listen-fd` and `--parent` are
+    added): a node as `parley serve` alone would be, with the same settings and environment.
+    Migrations and the server keys are done here, once, before any worker starts.
+
+    Raises:
+        ConfigError: the store is SQLite, or no Redis is configured (`workers_refusal`).
+        OSError: the address cannot be listened on.
+        WorkerFailed: a worker exited unasked (the others were stopped), or had to be killed.
+    """
+    if (refusal := workers_refusal(settings, workers)) is not None:
+        raise ConfigError(refusal)
+    with _listen(host, port, listen=False) as probe:
+        port = probe.getsockname()[1]
+    listeners = [_listen(host, port, reuse_port=True) for _ in range(workers)]
+    try:
+        migrate(settings)
+        ServerKeys.load_or_create(settings.secrets_path())  # workers racing to create the file would fail
+        url_host = f"[{host}]" if ":" in host else host
+        log.info("Parley listening on http://%s:%d (%d workers)", url_host, port, workers)
+        anyio.run(_supervise, list(worker_command), listeners)
+    finally:
+        for listener in listeners:
+            listener.close()
+
+
+async def _supervise(worker_command: list[str], listeners: list[socket.socket]) -> None:
+    """Start a worker on each listener (then closed here: a worker that ends takes its socket out of
+    the port's group), then wait for a stop signal (passed on to each worker) or for a worker to exit
+    unasked (the others are sent SIGTERM); then wait for them all, killing any still running after
+    WORKERS_STOP_SECONDS.
+
+    Raises:
+        WorkerFailed: a worker exited unasked, or had to be killed.
+    """
+    processes: list[anyio.abc.Process] = []
+    stop = anyio.Event()
+    stop_signal = signal.SIGTERM
+    failure: str | None = None
+
+    async def on_signal() -> None:
+        nonlocal stop_signal
+        # Held until the end: a second Ctrl-C while the workers stop must not interrupt the parent.
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if not stop.is_set():
+                    log.info("received %s; stopping %d workers", signal.Signals(signum).name, len(processes))
+                    stop_signal = signal.Signals(signum)
+                    stop.set()
+
+    async def watch(number: int, process: anyio.abc.Process) -> None:
+        nonlocal failure
+        code = await process.wait()
+        if not stop.is_set():
+            failure = f"worker {number} (pid {process.pid}) exited with {code}; the other workers were stopped"
+            log.error("%s", failure)
+            stop.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(on_signal)
+        try:
+            for number, listener in enumerate(listeners, start=1):
+                command = [*worker_command, "--listen-fd", str(listener.fileno()), "--parent", str(os.getpid())]
+                # A session of its own: Ctrl-C in a terminal reaches the parent only, which passes it on once.
+                process = await anyio.open_process(command, stdin=subprocess.DEVNULL, stdout=None, stderr=None,
+                                                   pass_fds=(listener.fileno(),), start_new_session=True)
+                listener.close()
+                processes.append(process)
+                log.info("started worker %d (pid %d)", number, process.pid)
+                tg.start_soon(watch, number, process)
+            await stop.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                stuck = await _stop_workers(processes, stop_signal)
+            tg.cancel_scope.cancel()
+    if failure is None and stuck:
+        failure = f"{stuck} worker(s) did not stop within {WORKERS_STOP_SECONDS:g}s and were killed"
+    if failure is None and (codes := [process.returncode for process in processes if process.returncode]):
+        failure = f"worker(s) exited with {', '.join(map(str, codes))} when stopping"
+    if failure is not None:
+        raise WorkerFailed(failure)
+
+
+async def _stop_workers(processes: list[anyio.abc.Process], signum: signal.Signals) -> int:
+    """Send `signum` to the running workers and wait for them; how many had to be killed."""
+    for process in processes:
+        if process.returncode is None:
+            with suppress(ProcessLookupError):
+                process.send_signal(signum)
+    with anyio.move_on_after(WORKERS_STOP_SECONDS):
+        for process in processes:
+            await process.wait()
+    stuck = [process for process in processes if process.returncode is None]
+    for process in stuck:
+        log.error("worker pid %d did not stop within %gs; killing it", process.pid, WORKERS_STOP_SECONDS)
+        with suppress(ProcessLookupError):
+            process.kill()
+    with anyio.move_on_after(KILLED_WAIT_SECONDS):
+        for process in stuck:
+            await process.wait()
+    return len(stuck)

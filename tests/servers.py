@@ -52,6 +52,8 @@ class HubServer:
     database_url: str
     env: dict[str, str]
     port: int = field(default_factory=free_port)
+    serve_args: tuple[str, ...] = ()
+    """More options of `parley serve` (e.g. `--workers 2`)."""
     process: subprocess.Popen[bytes] | None = None
     _admin: dict[str, str] = field(default_factory=dict)
 
@@ -84,7 +86,7 @@ class HubServer:
         """Start the hub process on this server's port and data (again, after `stop`)."""
         with open(self.data_dir / "server.log", "ab") as log:
             self.process = subprocess.Popen(
-                parley_command("serve", "--backend", self.backend, "--port", str(self.port)),
+                parley_command("serve", "--backend", self.backend, "--port", str(self.port), *self.serve_args),
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + START_TIMEOUT
