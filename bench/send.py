@@ -152,16 +152,26 @@ def measure(backend: str, sizes: Sizes) -> list[Figure]:
     return figures(backend, sizes, hub, echo, store_rate)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_common_options(parser)
+def add_size_options(parser: argparse.ArgumentParser) -> None:
+    """`--agents`, `--messages` and `--window`, read back by `sizes_of`."""
     parser.add_argument("--agents", type=int, default=16, help="connections, one agent each (even)")
     parser.add_argument("--messages", type=int, default=2000, help="per agent")
     parser.add_argument("--window", type=int, default=16, help="requests in flight per connection (<= 64)")
-    args = parser.parse_args()
+
+
+def sizes_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Sizes:
     sizes = Sizes(args.agents, 100 if args.quick else args.messages, args.window)
     if sizes.agents % 2:
         parser.error("--agents must be even: agents are paired into direct conversations")
+    return sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_common_options(parser)
+    add_size_options(parser)
+    args = parser.parse_args()
+    sizes = sizes_of(parser, args)
     emit([f for backend in backends(args.backend) for f in measure(backend, sizes)], json_path=args.json_path)
 
 

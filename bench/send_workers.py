@@ -34,7 +34,7 @@ import sqlalchemy as sa
 
 from bench.clients import Pipeline, ProcessMeter, WsClient, open_ws, register_agents, run
 from bench.report import Figure, add_common_options, backends, emit, percentile
-from bench.send import Run, Sizes, paired, send_frames
+from bench.send import Run, Sizes, add_size_options, paired, send_frames, sizes_of
 from storage.store import create_store_engine
 from tests.servers import HubServer, drop_postgres_database, make_server
 
@@ -173,13 +173,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_options(parser)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts; the first is the floor")
-    parser.add_argument("--agents", type=int, default=16, help="connections, one agent each (even)")
-    parser.add_argument("--messages", type=int, default=2000, help="per agent")
-    parser.add_argument("--window", type=int, default=16, help="requests in flight per connection (<= 64)")
+    add_size_options(parser)
     args = parser.parse_args()
-    sizes = Sizes(args.agents, 100 if args.quick else args.messages, args.window)
-    if sizes.agents % 2:
-        parser.error("--agents must be even: agents are paired into direct conversations")
+    sizes = sizes_of(parser, args)
     try:
         counts = [int(count) for count in args.workers.split(",")]
     except ValueError:

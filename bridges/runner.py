@@ -103,7 +103,8 @@ def _listen(host: str, port: int, *, reuse_port: bool = False, listen: bool = Tr
     return sock
 
 
-async def _serve_uvicorn(app: Starlette, settings: Settings, listener: socket.socket, parent: int | None) -> None:
+async def _serve_uvicorn(app: Starlette, settings: Settings, listener: socket.socket,
+                         parent: int | None = None) -> None:
     import uvicorn
 
     websockets: WebSocketSessions = app.state.websockets
@@ -277,7 +278,8 @@ def _lean_websocket_protocol() -> type:
     return LeanWebSocketsProtocol
 
 
-async def _serve_hypercorn(app: Starlette, settings: Settings, listener: socket.socket, parent: int | None) -> None:
+async def _serve_hypercorn(app: Starlette, settings: Settings, listener: socket.socket,
+                           parent: int | None = None) -> None:
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
