@@ -360,7 +360,9 @@ class DocumentService:
             return {row["id"]: b"".join(file_queries.blob_chunks_for(
                 conn, row["sha256"], 0, row["size"] // file_queries.CHUNK_BYTES)) for row in rows}
 
-        data = await self._store.read(fetch) if rows else {}
+        if not rows:
+            return {}
+        data = await self._store.read(fetch)
         return await anyio.to_thread.run_sync(lambda: {row["id"]: _cut(data[row["id"]], row["media_type"])
                                                        for row in rows})
 
