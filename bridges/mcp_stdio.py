@@ -49,9 +49,10 @@ async def _serve_remote(url: str, key: str, profile: "Profile") -> None:
 async def _serve_embedded(settings: "Settings", key: str, profile: "Profile") -> None:
     from mcp_tools.access import InProcessLink
 
-    from .app import running_hub
+    from .app import running_hub, settle_heap
 
     async with running_hub(settings) as hub:
+        settle_heap()
         await _serve(InProcessLink(hub), key, profile)
 
 

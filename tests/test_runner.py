@@ -1,9 +1,29 @@
 """The runner's stand-ins for `asyncio.Queue` and `asyncio.Event` in uvicorn's WebSocket protocol
-(`bridges.runner._Inbox`, `_Flag`): the behaviour uvicorn relies on, on an asyncio loop."""
+(`bridges.runner._Inbox`, `_Flag`): the behaviour uvicorn relies on, on an asyncio loop. And what a
+serving process does with its heap once the hub runs (`bridges.app.settle_heap`)."""
 
 import asyncio
+import gc
 
+from bridges.app import settle_heap
 from bridges.runner import _Flag, _Inbox
+
+
+def test_settling_the_heap_collects_startup_garbage_and_freezes_the_rest() -> None:
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    Cycle()  # garbage only a collection can free
+    assert gc.get_freeze_count() == 0
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 1000
+        assert not any(isinstance(thing, Cycle) for thing in gc.get_objects(generation=2))
+        gc.unfreeze()
+        assert not any(isinstance(thing, Cycle) for thing in gc.get_objects())
+    finally:
+        gc.unfreeze()
 
 
 def test_the_inbox_hands_out_items_in_order_and_wakes_a_waiting_getter() -> None:

@@ -4,9 +4,11 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, func, insert, or_, select, update
 
 from storage.schema import execution_nodes, executions, jobs, messages, workflow_versions, workflows
+
+from ._prepared import Prepared
 
 # -- workflows and versions -------------------------------------------------------------------------------
 
@@ -154,16 +156,21 @@ def requests_for(conn: Connection, agent_id: str, *, limit: int) -> list[RowMapp
 def wake_waiting_on(conn: Connection, conversation_id: str, sender_id: str, job_kind: str, now: datetime) -> bool:
     """A message from `sender_id` in the conversation: wake the runs whose `ask` waits for it (the asked
     agent's reply, or anyone's but the owner's when no one in particular was asked). Whether any woke."""
-    waiting = list(conn.execute(
-        select(execution_nodes.c.execution_id)
-        .join(executions, executions.c.id == execution_nodes.c.execution_id)
-        .where(execution_nodes.c.wait_conversation_id == conversation_id, execution_nodes.c.status == "waiting",
-               or_(execution_nodes.c.wait_agent_id == sender_id,
-                   and_(execution_nodes.c.wait_agent_id.is_(None), executions.c.owner_id != sender_id)))
-    ).scalars())
+    waiting = _waiting_on.column(conn, {"conversation_id": conversation_id, "sender_id": sender_id})
     if waiting:
         wake(conn, waiting, job_kind, now)
     return bool(waiting)
+
+
+# Prepared: it runs for every message sent (see storage/queries/_prepared.py).
+_waiting_on = Prepared(
+    select(execution_nodes.c.execution_id)
+    .join(executions, executions.c.id == execution_nodes.c.execution_id)
+    .where(execution_nodes.c.wait_conversation_id == bindparam("conversation_id"),
+           execution_nodes.c.status == "waiting",
+           or_(execution_nodes.c.wait_agent_id == bindparam("sender_id"),
+               and_(execution_nodes.c.wait_agent_id.is_(None), executions.c.owner_id != bindparam("sender_id"))))
+)
 
 
 def wake(conn: Connection, execution_ids: Collection[str], job_kind: str, now: datetime) -> None:
