@@ -11,8 +11,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Match, Route, WebSocketRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
+from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
 from hub.clock import Clock
 from hub.config import Settings
@@ -32,6 +32,7 @@ from .http_rpc import rpc_endpoint
 from .jsonrpc import Framing
 from .openapi import openapi_document
 from .rest import http_error, rest_routes
+from .routing import IndexedRouter
 from .sse import event_stream
 from .ws_rpc import WebSocketSessions, websocket_app, websocket_endpoint
 
@@ -114,8 +115,8 @@ async def openapi(request: Request) -> JSONResponse:
 
 
 class HubApp(Starlette):
-    """Starlette, with `/ws` called straight from the server rather than through the middleware stack
-    and the router.
+    """Starlette, with an `IndexedRouter`, and `/ws` called straight from the server rather than through
+    the middleware stack and the router.
 
     A WebSocket's ASGI call lasts as long as its connection, and every layer it passed through stays
     suspended under it: nine coroutine frames and the exception handlers' closures, about 4.5 KiB of
@@ -125,8 +126,10 @@ class HubApp(Starlette):
     wraps `websocket` here as it wraps the stack.
     """
 
-    def __init__(self, *args: Any, websocket_route: WebSocketRoute, websocket: ASGIApp, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, routes: list[BaseRoute], lifespan: Lifespan[Starlette], websocket_route: WebSocketRoute,
+                 websocket: ASGIApp, **kwargs: Any) -> None:
+        super().__init__(routes=routes, lifespan=lifespan, **kwargs)
+        self.router = IndexedRouter(routes, lifespan=lifespan)
         self._websocket_route = websocket_route
         self._websocket = websocket
 
