@@ -132,13 +132,14 @@ def message_payload(row: dict[str, Any]) -> dict[str, Any]:
             "kind": row["kind"], "sender_id": row["sender_id"], "content_type": row["content_type"],
             "body": row["body"], "metadata": row["metadata"] or {}, "system": row["system"], "reply_to": None,
             "client_msg_id": None, "created_at": iso(row["created_at"]), "edited_at": None, "revision": 0,
-            "deleted_at": None}
+            "deleted_at": None, "attachments": []}
 
 
 def event_payload(row: dict[str, Any], type: EventType, conversation: dict[str, Any] | None) -> dict[str, Any]:
     return {"type": type.value, "conversation_id": row["conversation_id"], "actor_id": row["sender_id"],
             "at": iso(row["created_at"]), "message": message_payload(row), "conversation": conversation,
-            "read": None}
+            "read": None, "memory_id": None, "memory": None, "document": None, "progress": None, "execution": None,
+            "node": None}
 
 
 def conversation_info(conv: Conv, title: str | None) -> dict[str, Any]:
@@ -212,13 +213,12 @@ def message_row(conv: Conv, seq: int, sender: str, at: datetime, body: str | Non
             "kind": (MessageKind.SYSTEM if body is None else MessageKind.MESSAGE).value, "sender_id": sender,
             "content_type": ContentType.TEXT.value, "body": body, "metadata": None if body is None else {},
             "system": system, "reply_to": None, "client_msg_id": None, "created_at": at, "edited_at": None,
-            "revision": 0, "deleted_at": None}
+            "revision": 0, "deleted_at": None, "attachments": None, "request_hash": None}
 
 
 def event_row(message: dict[str, Any], event_id: int, type: EventType, info: dict[str, Any] | None) -> dict[str, Any]:
-    return {"id": event_id, "type": type.value, "conversation_id": message["conversation_id"],
-            "message_id": message["id"], "payload": event_payload(message, type, info),
-            "created_at": message["created_at"]}
+    return {"id": event_id, "type": type.value, "subject_id": message["id"],
+            "payload": event_payload(message, type, info), "created_at": message["created_at"]}
 
 
 def check_row(row: dict[str, Any], event_id: int, type: EventType, info: dict[str, Any] | None) -> None:
