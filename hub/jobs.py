@@ -214,14 +214,19 @@ class JobRunner:
         kind = state.kind
         while True:
             state.wakeup = anyio.Event()
+            if state.running >= kind.concurrency:
+                # Nothing can be claimed until a batch ends, and its end wakes this loop. Looking when the
+                # next job is due meanwhile scanned every pending job of the kind at each wake-up: 12% of
+                # the hub's time while a large ingestion queued embeddings (bench.send_beside_ingestion).
+                await state.wakeup.wait()
+                continue
             claimed: list[Job] = []
-            if state.running < kind.concurrency:
-                try:
-                    claimed = await self._claim(kind)
-                except StoreClosed:
-                    return
-                except Exception:  # a database hiccup: log it and look again at the next poll
-                    log.exception("claiming %s jobs failed", kind.name)
+            try:
+                claimed = await self._claim(kind)
+            except StoreClosed:
+                return
+            except Exception:  # a database hiccup: log it and look again at the next poll
+                log.exception("claiming %s jobs failed", kind.name)
             if claimed:
                 state.running += 1
                 state.backlog = len(claimed) == kind.batch
