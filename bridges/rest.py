@@ -133,8 +133,8 @@ class ApiRoute(Route):
     """A REST path's route. Two differences from Starlette's:
 
     - It compares the literal start of its path (up to the first parameter) before Starlette's regular
-      expression. The router tries its ~80 routes in order, and a request for a parameterized path
-      matched every literal one first: 50 µs of each request, against 5 this way.
+      expression: of the routes the router offers a request in order (those sharing its first two
+      segments, about 20 under `/api/conversations`), most then cost a string comparison.
     - A path without parameters answers every method itself, a wrong one with 405, so that
       `PUT /api/workflows/requests` is not taken for `PUT /api/workflows/{workflow_id}` of a workflow
       named "requests" (Starlette keeps looking for a route that takes the method).

@@ -2,9 +2,10 @@
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import Connection, RowMapping, Select, and_, bindparam, exists, func, or_, select, update
 
 from storage.schema import agents, blocks, conversation_members, conversations
 
@@ -164,19 +165,24 @@ def count_active_members(conn: Connection, conversation_id: str) -> int:
     ).scalar_one()
 
 
+# Built once: these run for every page of `conversations.list` (see messages.newest_messages).
+_active_members_of = (
+    select(conversation_members.c.conversation_id, func.count())
+    .where(conversation_members.c.conversation_id.in_(bindparam("conversation_ids", expanding=True)),
+           conversation_members.c.left_at.is_(None))
+    .group_by(conversation_members.c.conversation_id)
+)
+_others_of = select(conversation_members.c.conversation_id, conversation_members.c.agent_id).where(
+    conversation_members.c.conversation_id.in_(bindparam("conversation_ids", expanding=True)),
+    conversation_members.c.agent_id != bindparam("agent_id"),
+)
+
+
 def count_active_members_of(conn: Connection, conversation_ids: Collection[str]) -> dict[str, int]:
     """`count_active_members` of several conversations in one query."""
     if not conversation_ids:
         return {}
-    counts = dict(
-        conn.execute(
-            select(conversation_members.c.conversation_id, func.count())
-            .where(
-                conversation_members.c.conversation_id.in_(conversation_ids), conversation_members.c.left_at.is_(None)
-            )
-            .group_by(conversation_members.c.conversation_id)
-        ).all()
-    )
+    counts = dict(conn.execute(_active_members_of, {"conversation_ids": list(conversation_ids)}).all())
     return {conversation_id: int(counts.get(conversation_id, 0)) for conversation_id in conversation_ids}
 
 
@@ -185,11 +191,8 @@ def peers_of(conn: Connection, conversation_ids: Collection[str], agent_id: str)
     if not conversation_ids:
         return {}
     peers: dict[str, str] = {}
-    for conversation_id, peer_id in conn.execute(
-        select(conversation_members.c.conversation_id, conversation_members.c.agent_id).where(
-            conversation_members.c.conversation_id.in_(conversation_ids), conversation_members.c.agent_id != agent_id
-        )
-    ):
+    for conversation_id, peer_id in conn.execute(_others_of, {"conversation_ids": list(conversation_ids),
+                                                              "agent_id": agent_id}):
         peers.setdefault(conversation_id, peer_id)
     return peers
 
@@ -201,19 +204,25 @@ def list_for_agent(
 
     `before` is the (activity, id) of the last row of the previous page.
     """
+    params: dict[str, Any] = {"agent_id": agent_id, "limit": limit}
+    if before is not None:
+        params["activity"], params["conversation_id"] = before
+    return list(conn.execute(_conversations_of(after_a_page=before is not None), params).mappings())
+
+
+@cache
+def _conversations_of(*, after_a_page: bool) -> Select[Any]:
+    """`list_for_agent`'s statement, built once for each shape (it runs for every page)."""
     query = (
         select(conversations, *_member_columns)
         .join(conversation_members, conversation_members.c.conversation_id == conversations.c.id)
-        .where(conversation_members.c.agent_id == agent_id, conversation_members.c.left_at.is_(None))
+        .where(conversation_members.c.agent_id == bindparam("agent_id"), conversation_members.c.left_at.is_(None))
     )
-    if before is not None:
-        activity, conversation_id = before
-        query = query.where(
-            or_(
-                conversations.c.activity < activity,
-                and_(conversations.c.activity == activity, conversations.c.id < conversation_id),
-            )
-        )
-    return list(
-        conn.execute(query.order_by(conversations.c.activity.desc(), conversations.c.id.desc()).limit(limit)).mappings()
-    )
+    if after_a_page:
+        query = query.where(or_(
+            conversations.c.activity < bindparam("activity"),
+            and_(conversations.c.activity == bindparam("activity"), conversations.c.id < bindparam("conversation_id")),
+        ))
+    return query.order_by(conversations.c.activity.desc(), conversations.c.id.desc()).limit(bindparam("limit"))
+
+

@@ -73,9 +73,9 @@ def list_messages(
     return rows if after is not None else rows[::-1]
 
 
-def _unread(reader_id: str) -> tuple[ColumnElement[bool], ...]:
-    """What counts as unread for `reader_id`, besides the seq: agents' messages that are not deleted, not
-    the reader's own, not from agents it blocks."""
+def _unread(reader_id: str | ColumnElement[str]) -> tuple[ColumnElement[bool], ...]:
+    """What counts as unread for `reader_id` (a value, or a bind parameter), besides the seq: agents'
+    messages that are not deleted, not the reader's own, not from agents it blocks."""
     return (
         messages.c.kind == "message",
         messages.c.deleted_at.is_(None),
@@ -92,26 +92,37 @@ def count_unread(conn: Connection, conversation_id: str, *, reader_id: str, afte
     return int(conn.execute(query).scalar_one())
 
 
+# Built once: these run for every page of `conversations.list` (and every `conversations.get`), and
+# building them cost more Python than SQLite then takes to run them (bench.history).
+_member = conversation_members
+_unread_of_member = (
+    select(messages.c.conversation_id, func.count())
+    .select_from(_member)
+    .join(messages, messages.c.conversation_id == _member.c.conversation_id)
+    .where(
+        _member.c.agent_id == bindparam("reader_id"),
+        _member.c.conversation_id.in_(bindparam("conversation_ids", expanding=True)),
+        messages.c.seq > _member.c.last_read_seq,
+        messages.c.seq >= _member.c.joined_seq,
+        *_unread(bindparam("reader_id")),
+    )
+    .group_by(messages.c.conversation_id)
+)
+_newest_messages = (
+    select(messages)
+    .join(conversations, and_(conversations.c.id == messages.c.conversation_id,
+                              conversations.c.last_seq == messages.c.seq))
+    .where(conversations.c.id.in_(bindparam("conversation_ids", expanding=True)))
+)
+
+
 def count_unread_of_member(conn: Connection, conversation_ids: Collection[str], *, reader_id: str) -> dict[str, int]:
     """`count_unread` of several conversations of member `reader_id` in one query, each after its read
     marker and never before the member joined (`views.unread_after`, here taken from the membership row)."""
     if not conversation_ids:
         return {}
-    member = conversation_members
-    query = (
-        select(messages.c.conversation_id, func.count())
-        .select_from(member)
-        .join(messages, messages.c.conversation_id == member.c.conversation_id)
-        .where(
-            member.c.agent_id == reader_id,
-            member.c.conversation_id.in_(conversation_ids),
-            messages.c.seq > member.c.last_read_seq,
-            messages.c.seq >= member.c.joined_seq,
-            *_unread(reader_id),
-        )
-        .group_by(messages.c.conversation_id)
-    )
-    counts = dict(conn.execute(query).all())
+    counts = dict(conn.execute(_unread_of_member, {"reader_id": reader_id,
+                                                   "conversation_ids": list(conversation_ids)}).all())
     return {conversation_id: int(counts.get(conversation_id, 0)) for conversation_id in conversation_ids}
 
 
@@ -119,13 +130,8 @@ def newest_messages(conn: Connection, conversation_ids: Collection[str]) -> dict
     """The message at each conversation's `last_seq`, by conversation id (one query)."""
     if not conversation_ids:
         return {}
-    query = (
-        select(messages)
-        .join(conversations, and_(conversations.c.id == messages.c.conversation_id,
-                                  conversations.c.last_seq == messages.c.seq))
-        .where(conversations.c.id.in_(conversation_ids))
-    )
-    return {row["conversation_id"]: row for row in conn.execute(query).mappings()}
+    rows = conn.execute(_newest_messages, {"conversation_ids": list(conversation_ids)}).mappings()
+    return {row["conversation_id"]: row for row in rows}
 
 
 def update_message(conn: Connection, message_id: str, values: dict[str, Any]) -> None:
