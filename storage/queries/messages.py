@@ -23,16 +23,18 @@ def get_message(conn: Connection, message_id: str) -> RowMapping | None:
     return conn.execute(select(messages).where(messages.c.id == message_id)).mappings().first()
 
 
+_by_client_msg_id = select(messages).where(  # built once: a send with a client_msg_id runs it
+    messages.c.conversation_id == bindparam("conversation_id"),
+    messages.c.sender_id == bindparam("sender_id"),
+    messages.c.client_msg_id == bindparam("client_msg_id"),
+)
+
+
 def find_by_client_msg_id(
     conn: Connection, conversation_id: str, sender_id: str, client_msg_id: str
 ) -> RowMapping | None:
-    return conn.execute(
-        select(messages).where(
-            messages.c.conversation_id == conversation_id,
-            messages.c.sender_id == sender_id,
-            messages.c.client_msg_id == client_msg_id,
-        )
-    ).mappings().first()
+    return conn.execute(_by_client_msg_id, {"conversation_id": conversation_id, "sender_id": sender_id,
+                                            "client_msg_id": client_msg_id}).mappings().first()
 
 
 def _not_from_blocked(reader_id: str | ColumnElement[str]) -> ColumnElement[bool]:
