@@ -243,7 +243,7 @@ class JobRunner:
     async def _idle_seconds(self, kind: JobKind) -> float:
         """How long to wait before looking again: until the next job is due, at most a poll interval."""
         try:
-            due = await self.store.read(lambda conn: job_queries.next_due(conn, [kind.name]))
+            due = await self.store.read(lambda conn: job_queries.next_due(conn, kind.name))
         except Exception:  # noqa: BLE001 - a failed look just means "look again at the next poll"
             return self._poll_seconds
         if due is None:

@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -107,3 +108,25 @@ async def test_a_job_whose_lease_was_taken_writes_nothing(database_url: str) -> 
         row = await job_row(runner, kind.name, "subject-2")
     assert outcome == ["lease lost"]
     assert (row["state"], row["lease_token"]) == (job_queries.PENDING, "someone-else")  # the new holder's still
+
+
+async def test_the_next_due_job_is_the_earliest_no_one_holds(database_url: str) -> None:
+    """What an idle runner waits for: a held job's lease is not it (its expiry is found at the next poll)."""
+    engine = create_store_engine(database_url)
+    await anyio.to_thread.run_sync(upgrade, engine)
+    now = Clock().now()
+
+    def check(conn: Connection) -> None:
+        assert job_queries.next_due(conn, "test.due") is None
+        job_queries.ensure(conn, "test.due", "held", {}, now - timedelta(seconds=30), now)
+        job_queries.ensure(conn, "test.due", "later", {}, now + timedelta(seconds=60), now)
+        job_queries.ensure(conn, "test.other", "sooner", {}, now + timedelta(seconds=5), now)
+        held = job_queries.claim(conn, "test.due", "token", now, now + timedelta(seconds=10), limit=1)
+        assert [row["subject"] for row in held] == ["held"]
+        assert job_queries.next_due(conn, "test.due") == now + timedelta(seconds=60)
+
+    try:
+        with engine.begin() as conn:
+            check(conn)
+    finally:
+        engine.dispose()

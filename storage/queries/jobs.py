@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -116,12 +116,22 @@ def cancel(conn: Connection, kind: str, subject: str) -> None:
     conn.execute(delete(jobs).where(jobs.c.kind == kind, jobs.c.subject == subject))
 
 
-def next_due(conn: Connection, kinds: Sequence[str]) -> datetime | None:
-    """When the earliest pending job of `kinds` is due (or its lease expires), None without any."""
-    return conn.execute(
-        select(func.min(func.coalesce(jobs.c.lease_until, jobs.c.run_at)))
-        .where(jobs.c.kind.in_(kinds), jobs.c.state == PENDING)
-    ).scalar()
+def next_due(conn: Connection, kind: str) -> datetime | None:
+    """When the earliest pending job of `kind` that no one holds is due, None without any.
+
+    Read in `ix_jobs_due` order, stopping at the first job without a lease: the earliest of every
+    pending job's lease expiry or due time, as this was, read them all (3.7 ms at 20,000 jobs waiting
+    to be retried, at every wake-up). A lease that expires is found at the runner's next poll.
+    """
+    return conn.execute(_next_due, {"kind": kind}).scalar()
+
+
+_next_due = (
+    select(jobs.c.run_at)
+    .where(jobs.c.state == PENDING, jobs.c.kind == bindparam("kind"), jobs.c.lease_until.is_(None))
+    .order_by(jobs.c.run_at)
+    .limit(1)
+)
 
 
 def counts(conn: Connection) -> dict[tuple[str, str], int]:
