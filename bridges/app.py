@@ -165,10 +165,10 @@ def create_app(settings: Settings) -> Starlette:
         ws_route,
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/api/events/stream", event_stream, methods=["GET"]),
-        *mcp.routes(),  # before the REST routes: the router tries routes in order, and MCP is busy
         *docs_routes(),
         *file_routes(),
         *rest_routes(),
+        *mcp.routes(),
     ]
     middleware = [Middleware(RefuseAmbiguousFraming)]
     ws: ASGIApp = websocket_app

@@ -126,30 +126,18 @@ def path_route(path: str, operations: list[Operation]) -> Route:
         return Response(result.model_dump_json(), status_code=op.http_status, headers=headers,
                         media_type="application/json")
 
-    return ApiRoute(path, endpoint, methods=list(by_method))
+    route_class = Route if "{" in path else LiteralPathRoute
+    return route_class(path, endpoint, methods=list(by_method))
 
 
-class ApiRoute(Route):
-    """A REST path's route. Two differences from Starlette's:
-
-    - It compares the literal start of its path (up to the first parameter) before Starlette's regular
-      expression: of the routes the router offers a request in order (those sharing its first two
-      segments, about 20 under `/api/conversations`), most then cost a string comparison.
-    - A path without parameters answers every method itself, a wrong one with 405, so that
-      `PUT /api/workflows/requests` is not taken for `PUT /api/workflows/{workflow_id}` of a workflow
-      named "requests" (Starlette keeps looking for a route that takes the method).
-    """
-
-    def __init__(self, path: str, endpoint: Any, *, methods: list[str]) -> None:
-        super().__init__(path, endpoint, methods=methods)
-        self._start = path.split("{", 1)[0]
-        self._literal = "{" not in path
+class LiteralPathRoute(Route):
+    """A path without parameters answers every method itself, a wrong one with 405, so that
+    `PUT /api/workflows/requests` is not taken for `PUT /api/workflows/{workflow_id}` of a workflow
+    named "requests" (Starlette keeps looking for a route that takes the method)."""
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] != "http" or not scope["path"].startswith(self._start):  # no root_path: not mounted
-            return Match.NONE, {}
         match, child_scope = super().matches(scope)
-        return (Match.FULL if self._literal and match is Match.PARTIAL else match), child_scope
+        return (Match.FULL if match is Match.PARTIAL else match), child_scope
 
 
 def rest_routes() -> list[Route]:

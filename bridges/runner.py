@@ -80,6 +80,10 @@ async def _stop_when_orphaned(stop: Callable[[], None], parent: int) -> None:
     stop()
 
 
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def _listen(host: str, port: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
     """The listening socket, bound before the server starts, so a port in use is one clear error;
     with `reuse_port`, one of several on the port (SO_REUSEPORT); without `listen`, bound only.
@@ -448,14 +452,11 @@ def serve(settings: Settings, *, host: str, port: int, backend: Backend, listen_
     app = create_app(settings)
     if listen_fd is None:
         listener = _listen(host, port)
-    else:
+        log.info("Parley listening on %s (%s backend)", _url(host, listener.getsockname()[1]), backend)
+    else:  # a worker: its parent said where it listens
         listener = socket.socket(fileno=listen_fd)
         listener.setblocking(False)
     with listener:
-        if listen_fd is None:
-            bound = listener.getsockname()[1]
-            url_host = f"[{host}]" if ":" in host else host
-            log.info("Parley listening on http://%s:%d (%s backend)", url_host, bound, backend)
         if backend == "trio":
             anyio.run(_serve_hypercorn, app, settings, listener, parent, backend="trio")
         else:
@@ -506,8 +507,7 @@ def serve_workers(settings: Settings, *, host: str, port: int, workers: int, wor
     try:
         migrate(settings)
         ServerKeys.load_or_create(settings.secrets_path())  # workers racing to create the file would fail
-        url_host = f"[{host}]" if ":" in host else host
-        log.info("Parley listening on http://%s:%d (%d workers)", url_host, port, workers)
+        log.info("Parley listening on %s (%d workers)", _url(host, port), workers)
         anyio.run(_supervise, list(worker_command), listeners)
     finally:
         for listener in listeners:

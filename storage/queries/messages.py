@@ -96,16 +96,15 @@ def count_unread(conn: Connection, conversation_id: str, *, reader_id: str, afte
 
 # Built once: these run for every page of `conversations.list` (and every `conversations.get`), and
 # building them cost more Python than SQLite then takes to run them (bench.history).
-_member = conversation_members
 _unread_of_member = (
     select(messages.c.conversation_id, func.count())
-    .select_from(_member)
-    .join(messages, messages.c.conversation_id == _member.c.conversation_id)
+    .select_from(conversation_members)
+    .join(messages, messages.c.conversation_id == conversation_members.c.conversation_id)
     .where(
-        _member.c.agent_id == bindparam("reader_id"),
-        _member.c.conversation_id.in_(bindparam("conversation_ids", expanding=True)),
-        messages.c.seq > _member.c.last_read_seq,
-        messages.c.seq >= _member.c.joined_seq,
+        conversation_members.c.agent_id == bindparam("reader_id"),
+        conversation_members.c.conversation_id.in_(bindparam("conversation_ids", expanding=True)),
+        messages.c.seq > conversation_members.c.last_read_seq,
+        messages.c.seq >= conversation_members.c.joined_seq,
         *_unread(bindparam("reader_id")),
     )
     .group_by(messages.c.conversation_id)
