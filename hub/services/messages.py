@@ -63,7 +63,7 @@ from .timeline import (
     require_member,
     write_and_publish,
 )
-from .views import message_of, messages_of, unread_after
+from .views import message_of, messages_of
 
 
 def _message_not_found(message_id: str) -> NotFound:
@@ -298,22 +298,23 @@ class MessageService:
         conversation_id = params.conversation_id
 
         def write(conn: Connection) -> tuple[ReadState, list[Delivery]]:
-            conversation, _ = require_member(conn, conversation_id, caller_id)
+            conversation, member = require_member(conn, conversation_id, caller_id)
             if params.seq > conversation["last_seq"]:
                 raise InvalidRequest(f"seq {params.seq} is beyond the newest message ({conversation['last_seq']})",
                                      {"field": "seq", "last_seq": conversation["last_seq"]})
             deliveries: list[Delivery] = []
+            last_read_seq = member["last_read_seq"]  # already at or beyond `seq`, unless it advances now
             if conversation_queries.advance_read_marker(conn, conversation_id, caller_id, params.seq):
+                last_read_seq = params.seq
                 deliveries.append(
                     emit(conn, EventType.READ_UPDATED, conversation_id, actor_id=caller_id, now=now,
                          to=recipients(conn, conversation_id),
                          read=ReadMarker(agent_id=caller_id, last_read_seq=params.seq))
                 )
-            _, member = require_member(conn, conversation_id, caller_id)
             unread = 0 if block_queries.find_conversation_block(conn, caller_id, conversation_id) else (
-                message_queries.count_unread(conn, conversation_id, reader_id=caller_id, after_seq=unread_after(member))
+                message_queries.count_unread_of_member(conn, [conversation_id], reader_id=caller_id)[conversation_id]
             )
-            return ReadState(conversation_id=conversation_id, last_read_seq=member["last_read_seq"],
+            return ReadState(conversation_id=conversation_id, last_read_seq=last_read_seq,
                              unread_count=unread), deliveries
 
         return await write_and_publish(self._store, self._bus, write)

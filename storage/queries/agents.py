@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, exists, func, or_, select, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, exists, func, or_, select, update
 
 from storage.schema import agent_tags, agents
 
@@ -21,12 +21,18 @@ def replace_tags(conn: Connection, agent_id: str, tags: Sequence[str]) -> None:
         )
 
 
+# Built once: every profile read (`agents.get`, `auth.whoami`, an MCP tool naming senders) runs these.
+_tags_of = (
+    select(agent_tags.c.agent_id, agent_tags.c.tag)
+    .where(agent_tags.c.agent_id.in_(bindparam("p_agent_ids", expanding=True)))
+    .order_by(agent_tags.c.agent_id, agent_tags.c.position)
+)
+_agent_by_id = select(agents).where(agents.c.id == bindparam("p_id"))
+_agent_by_handle = select(agents).where(agents.c.handle == bindparam("p_handle"))
+
+
 def tags_of(conn: Connection, agent_ids: Sequence[str]) -> dict[str, list[str]]:
-    rows = conn.execute(
-        select(agent_tags.c.agent_id, agent_tags.c.tag)
-        .where(agent_tags.c.agent_id.in_(agent_ids))
-        .order_by(agent_tags.c.agent_id, agent_tags.c.position)
-    )
+    rows = conn.execute(_tags_of, {"p_agent_ids": list(agent_ids)})
     found: dict[str, list[str]] = {agent_id: [] for agent_id in agent_ids}
     for agent_id, tag in rows:
         found[agent_id].append(tag)
@@ -34,11 +40,11 @@ def tags_of(conn: Connection, agent_ids: Sequence[str]) -> dict[str, list[str]]:
 
 
 def get_agent(conn: Connection, agent_id: str) -> RowMapping | None:
-    return conn.execute(select(agents).where(agents.c.id == agent_id)).mappings().first()
+    return conn.execute(_agent_by_id, {"p_id": agent_id}).mappings().first()
 
 
 def get_agent_by_handle(conn: Connection, handle: str) -> RowMapping | None:
-    return conn.execute(select(agents).where(agents.c.handle == handle)).mappings().first()
+    return conn.execute(_agent_by_handle, {"p_handle": handle}).mappings().first()
 
 
 def handle_taken(conn: Connection, handle: str) -> bool:

@@ -24,10 +24,14 @@ def find_agent_block(conn: Connection, agent_id: str, blocked_agent_id: str) -> 
     ).mappings().first()
 
 
+_conversation_block = select(blocks).where(  # built once: every `messages.mark_read` runs it
+    blocks.c.agent_id == bindparam("p_agent_id"), blocks.c.blocked_conversation_id == bindparam("p_conversation_id")
+)
+
+
 def find_conversation_block(conn: Connection, agent_id: str, conversation_id: str) -> RowMapping | None:
-    return conn.execute(
-        select(blocks).where(blocks.c.agent_id == agent_id, blocks.c.blocked_conversation_id == conversation_id)
-    ).mappings().first()
+    return conn.execute(_conversation_block, {"p_agent_id": agent_id,
+                                              "p_conversation_id": conversation_id}).mappings().first()
 
 
 # Built once: it runs for every page of `conversations.list`.

@@ -134,16 +134,18 @@ def advance_read_marker(conn: Connection, conversation_id: str, agent_id: str, s
     return _advance_read_marker.rowcount(conn, params) == 1
 
 
+_active_members = (  # built once: every `conversations.get` (and every MCP `read_messages`) runs it
+    select(conversation_members, agents.c.handle)
+    .join(agents, agents.c.id == conversation_members.c.agent_id)
+    .where(conversation_members.c.conversation_id == bindparam("p_conversation_id"),
+           conversation_members.c.left_at.is_(None))
+    .order_by(conversation_members.c.joined_at, conversation_members.c.agent_id)
+)
+
+
 def active_members(conn: Connection, conversation_id: str) -> list[RowMapping]:
     """Current members with their handles, oldest first."""
-    return list(
-        conn.execute(
-            select(conversation_members, agents.c.handle)
-            .join(agents, agents.c.id == conversation_members.c.agent_id)
-            .where(conversation_members.c.conversation_id == conversation_id, conversation_members.c.left_at.is_(None))
-            .order_by(conversation_members.c.joined_at, conversation_members.c.agent_id)
-        ).mappings()
-    )
+    return list(conn.execute(_active_members, {"p_conversation_id": conversation_id}).mappings())
 
 
 def unblocked_member_ids(

@@ -86,15 +86,8 @@ def _unread(reader_id: str | ColumnElement[str]) -> tuple[ColumnElement[bool], .
     )
 
 
-def count_unread(conn: Connection, conversation_id: str, *, reader_id: str, after_seq: int) -> int:
-    """Unread messages (see `_unread`) after `after_seq`."""
-    query = select(func.count()).where(
-        messages.c.conversation_id == conversation_id, messages.c.seq > after_seq, *_unread(reader_id)
-    )
-    return int(conn.execute(query).scalar_one())
-
-
-# Built once: these run for every page of `conversations.list` (and every `conversations.get`), and
+# Built once: these run for every page of `conversations.list` (and every `conversations.get` and
+# `messages.mark_read`), and
 # building them cost more Python than SQLite then takes to run them (bench.history).
 _unread_of_member = (
     select(messages.c.conversation_id, func.count())
@@ -118,8 +111,9 @@ _newest_messages = (
 
 
 def count_unread_of_member(conn: Connection, conversation_ids: Collection[str], *, reader_id: str) -> dict[str, int]:
-    """`count_unread` of several conversations of member `reader_id` in one query, each after its read
-    marker and never before the member joined (`views.unread_after`, here taken from the membership row)."""
+    """Unread messages (see `_unread`) of several conversations of member `reader_id`, in one query: each
+    after its read marker and never before the member joined (`views.unread_after`, here taken from the
+    membership row)."""
     if not conversation_ids:
         return {}
     counts = dict(conn.execute(_unread_of_member, {"reader_id": reader_id,
