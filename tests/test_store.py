@@ -15,7 +15,11 @@ import pytest
 from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, func, select
 from sqlalchemy.exc import IntegrityError
 
+from storage.queries import events as event_queries
+from storage.queries.events import EVENT_APPEND_LOCK
 from storage.store import Store, StoreClosed, create_store_engine
+
+from .conftest import postgres_only
 
 metadata = MetaData()
 items = Table(
@@ -286,3 +290,34 @@ async def test_reads_see_committed_writes_and_run_beside_the_writer(anyio_backen
                     tg.start_soon(read)
             assert values == ["one"] * 20
             assert await store.ping() is True
+
+
+@postgres_only
+def test_the_event_append_lock_is_taken_once_a_transaction_and_again_after_a_savepoint_rolls_back(
+    engine: Engine, observer: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serialize_appends` runs one statement per transaction (a group commit's many writes share it),
+    and still holds the lock when a savepoint it was taken in has been rolled back."""
+    taken = []
+    take = event_queries._serialize_appends.scalar
+    monkeypatch.setattr(event_queries._serialize_appends, "scalar", lambda *args: taken.append(1) or take(*args))
+
+    def lock_held() -> bool:
+        with observer.connect() as other, other.begin():
+            return not other.execute(select(func.pg_try_advisory_xact_lock(EVENT_APPEND_LOCK))).scalar_one()
+
+    with engine.connect() as conn:
+        with conn.begin():
+            event_queries.serialize_appends(conn)
+            event_queries.serialize_appends(conn)
+            assert len(taken) == 1 and lock_held()
+        assert not lock_held()
+
+        with conn.begin():
+            savepoint = conn.begin_nested()
+            event_queries.serialize_appends(conn)
+            savepoint.rollback()
+            assert not lock_held()
+            with conn.begin_nested():
+                event_queries.serialize_appends(conn)
+            assert lock_held()

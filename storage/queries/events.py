@@ -22,10 +22,22 @@ def serialize_appends(conn: Connection) -> None:
     (docs/design.md §9). Holding this lock from the first append to the commit makes commit order
     equal cursor order across connections and nodes. SQLite's single writer orders them already.
     Take it before any row lock, so transactions always lock in the same order and cannot deadlock.
-    """
-    if conn.dialect.name == "postgresql":
-        _serialize_appends.scalar(conn, {})
 
+    Taken once per transaction: the writer's group commit runs many writes in one, and each statement
+    is a round trip to PostgreSQL. Inside a savepoint it is taken again (cheaply: the lock is
+    re-entrant), because rolling back to a savepoint releases the locks taken after it.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    holder = conn.get_nested_transaction() or conn.get_transaction()
+    if holder is not None and holder.is_active and conn.info.get(_APPEND_LOCK_HELD) is holder:
+        return
+    _serialize_appends.scalar(conn, {})
+    conn.info[_APPEND_LOCK_HELD] = holder
+
+
+_APPEND_LOCK_HELD: Final = "event_append_lock"
+"""`conn.info` key: the transaction (or savepoint) the event-append lock was last taken in."""
 
 # Prepared: they run for every message sent (see storage/queries/_prepared.py).
 _serialize_appends = Prepared(select(func.pg_advisory_xact_lock(EVENT_APPEND_LOCK)))
