@@ -298,12 +298,11 @@ class MessageService:
         conversation_id = params.conversation_id
 
         def write(conn: Connection) -> tuple[ReadState, list[Delivery]]:
-            conversation, member = require_member(conn, conversation_id, caller_id)
+            conversation, _ = require_member(conn, conversation_id, caller_id)
             if params.seq > conversation["last_seq"]:
                 raise InvalidRequest(f"seq {params.seq} is beyond the newest message ({conversation['last_seq']})",
                                      {"field": "seq", "last_seq": conversation["last_seq"]})
             deliveries: list[Delivery] = []
-            last_read_seq = member["last_read_seq"]  # already at or beyond `seq`, unless it advances now
             if conversation_queries.advance_read_marker(conn, conversation_id, caller_id, params.seq):
                 last_read_seq = params.seq
                 deliveries.append(
@@ -311,6 +310,10 @@ class MessageService:
                          to=recipients(conn, conversation_id),
                          read=ReadMarker(agent_id=caller_id, last_read_seq=params.seq))
                 )
+            else:  # at or beyond `seq` already; another node may have moved it since it was read above
+                member = conversation_queries.get_member(conn, conversation_id, caller_id)
+                assert member is not None
+                last_read_seq = member["last_read_seq"]
             unread = 0 if block_queries.find_conversation_block(conn, caller_id, conversation_id) else (
                 message_queries.count_unread_of_member(conn, [conversation_id], reader_id=caller_id)[conversation_id]
             )
