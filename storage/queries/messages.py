@@ -75,30 +75,24 @@ def list_messages(
     return rows if after is not None else rows[::-1]
 
 
-def _unread(reader_id: str | ColumnElement[str]) -> tuple[ColumnElement[bool], ...]:
-    """What counts as unread for `reader_id` (a value, or a bind parameter), besides the seq: agents'
-    messages that are not deleted, not the reader's own, not from agents it blocks."""
-    return (
-        messages.c.kind == "message",
-        messages.c.deleted_at.is_(None),
-        messages.c.sender_id != reader_id,
-        messages.c.sender_id.not_in(blocked_by(reader_id).scalar_subquery()),
-    )
-
-
 # Built once: these run for every page of `conversations.list` (and every `conversations.get` and
-# `messages.mark_read`), and
-# building them cost more Python than SQLite then takes to run them (bench.history).
+# `messages.mark_read`), and building them cost more Python than SQLite then takes to run them
+# (bench.history).
+_reader = bindparam("reader_id")
 _unread_of_member = (
     select(messages.c.conversation_id, func.count())
     .select_from(conversation_members)
     .join(messages, messages.c.conversation_id == conversation_members.c.conversation_id)
     .where(
-        conversation_members.c.agent_id == bindparam("reader_id"),
+        conversation_members.c.agent_id == _reader,
         conversation_members.c.conversation_id.in_(bindparam("conversation_ids", expanding=True)),
         messages.c.seq > conversation_members.c.last_read_seq,
         messages.c.seq >= conversation_members.c.joined_seq,
-        *_unread(bindparam("reader_id")),
+        # Unread: agents' messages that are not deleted, not the reader's own, not from agents it blocks.
+        messages.c.kind == "message",
+        messages.c.deleted_at.is_(None),
+        messages.c.sender_id != _reader,
+        messages.c.sender_id.not_in(blocked_by(_reader).scalar_subquery()),
     )
     .group_by(messages.c.conversation_id)
 )
@@ -111,7 +105,7 @@ _newest_messages = (
 
 
 def count_unread_of_member(conn: Connection, conversation_ids: Collection[str], *, reader_id: str) -> dict[str, int]:
-    """Unread messages (see `_unread`) of several conversations of member `reader_id`, in one query: each
+    """Unread messages of several conversations of member `reader_id`, in one query: each
     after its read marker and never before the member joined (`views.unread_after`, here taken from the
     membership row)."""
     if not conversation_ids:
