@@ -117,7 +117,7 @@ class UsageMeter:
         flushed, overrides = self._flushed.get(key), self._overrides.get(agent_id)
         if flushed is None or overrides is None or self._stale(flushed[1]) or self._stale(overrides[1]):
             read_overrides, total = await self._store.read(lambda conn: (
-                usage_queries.limits_of(conn, agent_id), usage_queries.counter_value(conn, *key)))
+                usage_queries.limits_of(conn, agent_id), usage_queries.counter_value(conn, *key)), bounded=True)
             if (meanwhile := self._flushed.get(key)) is not None:  # a flush during the read may be missing from it
                 total = max(total, meanwhile[0])
             flushed = self._flushed[key] = (total, self._clock.monotonic())

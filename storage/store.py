@@ -1,9 +1,10 @@
 """The store: a synchronous SQLAlchemy engine driven from anyio.
 
-Reads run in worker threads behind a limiter. Writes go to one writer task that group-commits:
-it takes every write waiting in its queue, runs them in one transaction, commits once, and only
-then acknowledges each write. A write whose function raises is rolled back alone and its caller
-gets the exception; the others still commit (the batch is re-run with a savepoint per write).
+Reads run in worker threads behind a limiter (a bounded read on SQLite, in the caller's thread).
+Writes go to one writer task that group-commits: it takes every write waiting in its queue, runs
+them in one transaction, commits once, and only then acknowledges each write. A write whose function
+raises is rolled back alone and its caller gets the exception; the others still commit (the batch is
+re-run with a savepoint per write).
 
 A caller that is cancelled while waiting does not cancel its write: the writer owns it, so a client
 disconnecting mid-request never leaves a half-done write behind.
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskStatus
 from pydantic_core import from_json
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -117,13 +119,24 @@ class Store:
         """An erasure is committed but its old page images are still in the SQLite WAL (a reader holds them)."""
         self._erasure_wakeup = anyio.Event()
 
-    async def read(self, fn: Callable[[Connection], T]) -> T:
-        """Run `fn(conn)` in a worker thread inside a read transaction."""
+    async def read(self, fn: Callable[[Connection], T], *, bounded: bool = False) -> T:
+        """Run `fn(conn)` inside a read transaction, in a worker thread, so a long read does not hold up the loop.
+
+        A `bounded` read (at most a page of rows, found through an index) runs on SQLite in the calling
+        task's own thread instead. It is Python work under the interpreter lock either way; in a worker it
+        also pays the hop to the thread and back, and the lock changes hands at every row SQLite steps
+        through (the sqlite3 module lets it go for each). That overhead was 40% of the hub's CPU on a
+        REST page of messages (bench/RESULTS.md). A WAL reader waits on no lock but a crashed file's
+        recovery, which the writer has done at start. PostgreSQL reads wait on the network: always a worker.
+        """
 
         def run() -> T:
             with self.engine.connect() as conn, conn.begin():
                 return fn(conn)
 
+        if bounded and self.dialect == "sqlite":
+            await anyio.lowlevel.checkpoint()
+            return run()
         return await anyio.to_thread.run_sync(run, limiter=self._read_limiter)
 
     async def write(self, fn: Callable[[Connection], T], *, on_commit: Callable[[T], None] | None = None) -> T:

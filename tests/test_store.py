@@ -6,6 +6,7 @@ cancelled, and refuses writes once closed.
 """
 
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -290,6 +291,50 @@ async def test_reads_see_committed_writes_and_run_beside_the_writer(anyio_backen
                     tg.start_soon(read)
             assert values == ["one"] * 20
             assert await store.ping() is True
+
+
+async def test_a_bounded_read_stays_in_the_callers_thread_on_sqlite_and_every_other_read_goes_to_a_worker(
+        anyio_backend: str, engine: Engine) -> None:
+    """On SQLite a bounded read is cheaper where it is called (the hop and the lock changing hands per row
+    cost more than the read); a read that may be long goes to a worker, where it cannot hold up the loop.
+    PostgreSQL reads wait on the network: always a worker."""
+    store = Store(engine)
+    caller = threading.get_ident()
+
+    def reader_thread(conn: Connection) -> int:
+        conn.execute(select(items.c.id).limit(1)).all()
+        return threading.get_ident()
+
+    with anyio.fail_after(30):
+        async with running(store):
+            assert await store.read(reader_thread) != caller
+            assert (await store.read(reader_thread, bounded=True) == caller) == (store.dialect == "sqlite")
+
+
+async def test_a_read_that_is_not_bounded_leaves_the_loop_running(anyio_backend: str, engine: Engine) -> None:
+    store = Store(engine)
+    ticks = 0
+    reading = threading.Event()
+
+    def slow_read(conn: Connection) -> None:
+        conn.execute(select(items.c.id).limit(1)).all()
+        reading.set()
+        time.sleep(0.3)  # a long scan, waiting without the interpreter lock
+
+    async def tick() -> None:
+        nonlocal ticks
+        while not reading.is_set():
+            await anyio.sleep(0.01)
+        while True:
+            ticks += 1
+            await anyio.sleep(0.01)
+
+    with anyio.fail_after(30):
+        async with running(store), anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            await store.read(slow_read)
+            tg.cancel_scope.cancel()
+    assert ticks >= 5
 
 
 @postgres_only

@@ -88,7 +88,7 @@ class AgentService:
         self._state = state
 
     async def get(self, ref: str) -> Profile:
-        profile = await self._store.read(lambda conn: load_profile(conn, ref))
+        profile = await self._store.read(lambda conn: load_profile(conn, ref), bounded=True)
         if profile is None:
             raise NotFound(f"no agent {ref!r}")
         return profile
@@ -138,7 +138,7 @@ class AgentService:
             views = [_admin_view(row, profile) for row, profile in zip(rows, profiles)]
             return Page[AdminAgentView](items=views, next_cursor=next_cursor)
 
-        return await self._store.read(query)
+        return await self._store.read(query, bounded=True)
 
     async def set_suspended(self, actor_id: str, ref: str, suspended: bool, reason: str | None) -> AdminAgentView:
         now = self._clock.now()

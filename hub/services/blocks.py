@@ -91,4 +91,4 @@ class BlockService:
             return Page[Block](items=[block_of(row) for row in rows],
                                next_cursor=cursors.encode(rows[-1]["id"]) if more else None)
 
-        return await self._store.read(read)
+        return await self._store.read(read, bounded=True)

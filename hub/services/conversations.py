@@ -215,7 +215,7 @@ class ConversationService:
             conversation, member = require_member(conn, conversation_id, caller_id)
             return conversation_detail(conn, conversation, member, caller_id)
 
-        return await self._store.read(read)
+        return await self._store.read(read, bounded=True)
 
     async def list_conversations(self, caller_id: str, params: ListConversationsParams) -> Page[Conversation]:
         before = cursors.decode(params.cursor, int, str)
@@ -230,7 +230,7 @@ class ConversationService:
             next_cursor = cursors.encode(rows[-1]["activity"], rows[-1]["id"]) if more else None
             return Page[Conversation](items=items, next_cursor=next_cursor)
 
-        return await self._store.read(read)
+        return await self._store.read(read, bounded=True)
 
     async def update(self, caller_id: str, params: UpdateConversationParams) -> Conversation:
         now = self._clock.now()

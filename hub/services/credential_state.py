@@ -85,7 +85,7 @@ class CredentialState:
         state = self._agents.get(agent_id)
         if state is None:
             generation = self.generation
-            state = await self._store.read(lambda conn: _read_state(conn, agent_id))
+            state = await self._store.read(lambda conn: _read_state(conn, agent_id), bounded=True)
             if state is None or generation != self.generation:
                 return state  # a change committed meanwhile: this read may predate it
             self._agents[agent_id] = state
@@ -100,7 +100,7 @@ class CredentialState:
         if state is not None:
             return state
         generation = self.generation
-        row = await self._store.read(lambda conn: credential_queries.get_api_key(conn, key_id))
+        row = await self._store.read(lambda conn: credential_queries.get_api_key(conn, key_id), bounded=True)
         if row is None:
             return None
         state = ApiKeyState(

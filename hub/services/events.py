@@ -108,7 +108,7 @@ class EventStream:
     async def _wait(self) -> None:
         """Read the next page of the replay, or wait for the bus."""
         if self._replaying:
-            page = await self._store.read(self._replay_page)
+            page = await self._store.read(self._replay_page, bounded=True)
             self._page.extend(page)
             # A short page is the end of the store when it was read; anything committed later was
             # committed after subscribing, so the bus has it. (Waiting for an empty page instead
@@ -137,17 +137,17 @@ class EventService:
             return _read_page(conn, caller_id, params.after, params.limit + 1)
 
         if params.timeout <= 0:
-            return self._page(await self._store.read(read), params)
+            return self._page(await self._store.read(read, bounded=True), params)
         # Subscribed before the first read, so an event committed in between still wakes us.
         with self._bus.subscribe(caller_id) as subscription:
-            events = await self._store.read(read)
+            events = await self._store.read(read, bounded=True)
             if not events:
                 with anyio.move_on_after(params.timeout):
                     try:
                         await subscription.receive()
                     except SubscriberLagged:
                         pass  # plenty arrived; the read below gets them
-                events = await self._store.read(read)
+                events = await self._store.read(read, bounded=True)
         return self._page(events, params)
 
     @staticmethod
@@ -171,5 +171,5 @@ class EventService:
                 _check_cursor(conn, after)
                 return after
 
-            yield EventStream(self._store, subscription, caller_id, await self._store.read(start),
+            yield EventStream(self._store, subscription, caller_id, await self._store.read(start, bounded=True),
                               bus_in_order=self._bus.delivers_in_order)

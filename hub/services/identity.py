@@ -297,7 +297,7 @@ class IdentityService:
 
     async def recover(self, address: str, agent_ref: str, recovery_key: str) -> RecoverResult:
         # Limited per target agent as well as per address, so a distributed guesser gains nothing.
-        row = await self._store.read(lambda conn: find_agent(conn, agent_ref))
+        row = await self._store.read(lambda conn: find_agent(conn, agent_ref), bounded=True)
         # Keyed by the resolved agent id, so naming it by handle or by id shares one bucket.
         self._limiter.take(RateClass.RECOVERY, f"agent:{row['id'] if row else agent_ref.strip().lower()}")
         stored_hash = row["recovery_key_hash"] if row else None
@@ -429,7 +429,8 @@ class IdentityService:
         family_id = caller.session_id
         if params.refresh_token is not None:
             parsed = parse(REFRESH_KIND, ids.REFRESH_TOKEN, params.refresh_token)
-            row = (await self._store.read(lambda conn: credential_queries.get_refresh_token(conn, parsed[0]))
+            row = (await self._store.read(lambda conn: credential_queries.get_refresh_token(conn, parsed[0]),
+                                          bounded=True)
                    if parsed else None)
             if parsed is None or row is None or row["agent_id"] != agent_id or not self._keys.matches(
                 parsed[1], row["secret_hash"]
@@ -455,7 +456,7 @@ class IdentityService:
 
     async def whoami(self, caller: Principal) -> WhoamiResult:
         assert caller.agent_id is not None
-        profile = await self._store.read(lambda conn: load_profile(conn, caller.agent_id or ""))
+        profile = await self._store.read(lambda conn: load_profile(conn, caller.agent_id or ""), bounded=True)
         if profile is None:
             raise NotFound("the calling agent no longer exists")
         return WhoamiResult(
@@ -514,7 +515,7 @@ class IdentityService:
     async def list_keys(self, caller: Principal) -> KeyList:
         assert caller.agent_id is not None
         agent_id = caller.agent_id
-        rows = await self._store.read(lambda conn: credential_queries.list_api_keys(conn, agent_id))
+        rows = await self._store.read(lambda conn: credential_queries.list_api_keys(conn, agent_id), bounded=True)
         return KeyList(items=[_key_info(row) for row in rows])
 
     async def revoke_key(self, caller: Principal, key_id: str) -> ApiKeyInfo:

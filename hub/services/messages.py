@@ -223,10 +223,11 @@ class MessageService:
                 rows = rows[: params.limit] if params.after is not None else rows[1:]
             return MessagePage(items=messages_of(rows), has_more=more)
 
-        return await self._store.read(read)
+        return await self._store.read(read, bounded=True)
 
     async def get(self, caller_id: str, message_id: str) -> Message:
-        return await self._store.read(lambda conn: message_of(visible_message(conn, message_id, caller_id)[2]))
+        return await self._store.read(lambda conn: message_of(visible_message(conn, message_id, caller_id)[2]),
+                                      bounded=True)
 
     async def edit(self, caller_id: str, params: EditMessageParams) -> Message:
         self._check_size(params.body)

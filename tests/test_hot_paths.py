@@ -1,4 +1,4 @@
-"""The hub's busiest operations build no SQL statement at run time.
+"""The hub's busiest operations build no SQL statement at run time, and on SQLite read where they run.
 
 A statement SQLAlchemy builds on every call costs more Python than the database then takes to run it:
 one such check, added with workflows, made sending twice as slow before a benchmark noticed, and
@@ -6,6 +6,9 @@ one such check, added with workflows, made sending twice as slow before a benchm
 (bench/RESULTS.md). Hot statements are prepared (`storage/queries/_prepared.py`, run on the DBAPI
 cursor) or built once at import. These tests run each operation twice and check that every statement
 the second round passes to `Connection.execute` is one the first round ran.
+
+On SQLite the hot reads are `bounded` (`Store.read`): they run in the event loop's thread, because a
+hop to a worker thread and back cost more than the read (40% of the hub's CPU on a REST page).
 """
 
 import threading
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, event
 
+from hub.operations import OPERATIONS
 from storage.store import Store
 
 from .inprocess import LocalAgent, LocalHub, local_hub
@@ -115,3 +119,21 @@ async def test_reading_builds_no_statement_at_run_time(tmp_path: Path, store_kin
                 await local.as_agent(alice, operation, READS[operation](conversation_id, bob))
 
         assert await built_again(local.hub.store.engine, read_round) == []
+
+
+@pytest.mark.parametrize("operation", [name for name in READS if OPERATIONS[name].read_only])
+async def test_reading_on_sqlite_runs_its_statements_in_the_event_loop_thread(tmp_path: Path, operation: str) -> None:
+    async with local_hub(tmp_path, "sqlite", embeddings="off") as local:
+        (alice, bob, _), conversation_ids = await two_conversations(local)
+        threads: set[int] = set()
+
+        def record(*_args: Any) -> None:
+            threads.add(threading.get_ident())
+
+        event.listen(local.hub.store.engine, "before_execute", record)
+        try:
+            for conversation_id in conversation_ids:
+                await local.as_agent(alice, operation, READS[operation](conversation_id, bob))
+        finally:
+            event.remove(local.hub.store.engine, "before_execute", record)
+        assert threads == {threading.get_ident()}
