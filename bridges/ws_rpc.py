@@ -418,14 +418,14 @@ class WebSocketSession:
                 self._close(ws_protocol.UNAUTHORIZED, error.message[:120])
 
 
-async def websocket_endpoint(websocket: WebSocket) -> None:
-    state = websocket.state
-    await WebSocketSession(websocket, state.hub, state.framing, state.websockets).run()
-
-
 async def websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """`websocket_endpoint` as a bare ASGI app, which `bridges.app.HubApp` calls without the router
-    (its body again rather than a call to it: one coroutine frame less under every connection)."""
+    """`/ws` as a bare ASGI app, which `bridges.app.HubApp` calls without the router: every coroutine
+    frame between the server and the session stays suspended under each connection for its life."""
     websocket = WebSocket(scope, receive, send)
     state = websocket.state
     await WebSocketSession(websocket, state.hub, state.framing, state.websockets).run()
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    """`/ws` as the router's endpoint: the route is listed with the others, `HubApp` serves it first."""
+    await websocket_app(websocket.scope, websocket.receive, websocket.send)
