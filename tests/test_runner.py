@@ -5,25 +5,28 @@ serving process does with its heap once the hub runs (`bridges.app.settle_heap`)
 import asyncio
 import gc
 
-from bridges.app import settle_heap
+from bridges.app import YOUNG_COLLECTION_THRESHOLD, settle_heap
 from bridges.runner import _Flag, _Inbox
 
 
-def test_settling_the_heap_collects_startup_garbage_and_freezes_the_rest() -> None:
+def test_settling_the_heap_collects_startup_garbage_freezes_the_rest_and_collects_young_ones_less_often() -> None:
     class Cycle:
         def __init__(self) -> None:
             self.me = self
 
     Cycle()  # garbage only a collection can free
     assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
     try:
         settle_heap()
         assert gc.get_freeze_count() > 1000
+        assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, *thresholds[1:])
         assert not any(isinstance(thing, Cycle) for thing in gc.get_objects(generation=2))
         gc.unfreeze()
         assert not any(isinstance(thing, Cycle) for thing in gc.get_objects())
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def test_the_inbox_hands_out_items_in_order_and_wakes_a_waiting_getter() -> None:
