@@ -370,12 +370,15 @@ class ProcessMeter:
         self._client = time.process_time()
         self._server = self._server_seconds()
         self._machine = machine_busy_seconds()
+        self.elapsed = 0.0
+        """The wall time up to the last `read`, unrounded: what a rate divides by (a quick phase can
+        take under 5 ms, which the report's `seconds` rounds to 0)."""
 
     def _server_seconds(self) -> float:
         return sum(cpu_seconds(pid) for pid in self._pids)
 
     def read(self) -> dict[str, float]:
-        wall = time.perf_counter() - self._wall
+        wall = self.elapsed = time.perf_counter() - self._wall
         return {
             "seconds": round(wall, 2),
             "server_cores": round((self._server_seconds() - self._server) / wall, 2),

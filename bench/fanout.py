@@ -113,7 +113,7 @@ async def max_rate(sender: WsClient, receivers: Receivers, frame_of: FrameOf, si
     async with asyncio.timeout(DRAIN_TIMEOUT):
         await receivers.done.wait()
     cpu = meter.read()
-    return receivers.received / cpu["seconds"], cpu
+    return receivers.received / meter.elapsed, cpu
 
 
 async def paced(sender: WsClient, receivers: Receivers, frame_of: FrameOf, rate: float, sizes: Sizes,

@@ -86,7 +86,7 @@ async def pipelined(conns: list[WsClient], conversation_ids: list[str], sizes: S
                                      for conn, cid in zip(conns, conversation_ids, strict=True)))
     cpu = meter.read()
     latencies = [latency for per_conn in results for latency in per_conn]
-    return Run(rate=len(latencies) / cpu["seconds"], p50_ms=percentile(latencies, 0.5) * 1000,
+    return Run(rate=len(latencies) / meter.elapsed, p50_ms=percentile(latencies, 0.5) * 1000,
                p99_ms=percentile(latencies, 0.99) * 1000, cpu=cpu)
 
 
