@@ -50,6 +50,10 @@ async def test_messages_list_pages_by_seq_before_and_after(hub: HubClient, alice
     assert await page(after=5, limit=3) == ([6, 7], False)
     assert await page(after=2, before=6) == ([3, 4, 5], False)
     assert await page(after=7) == ([], False)
+    largest = 2**31 - 1  # the largest seq there can be: nothing is after it (PostgreSQL had no room for +1)
+    assert await page(after=largest) == ([], False)
+    assert await page(after=largest, before=158091715) == ([], False)
+    assert await page(before=largest, limit=1) == ([7], True)
     for bad in [{"after": -1}, {"before": "x"}, {"limit": 0}, {"limit": 201}]:
         with raises_code("invalid_request"):
             await hub.call("messages.list", {"conversation_id": conversation_id, **bad}, token=bob.access_token)

@@ -48,7 +48,7 @@ def _page(*, newest: bool, before: bool) -> Select[Any]:
     and building it (with its blocked-senders subquery) cost more than SQLite then takes to run it."""
     query = select(messages).where(
         messages.c.conversation_id == bindparam("p_conversation_id"),
-        messages.c.seq >= bindparam("p_first"),
+        messages.c.seq > bindparam("p_after"),
         _not_from_blocked(bindparam("p_reader_id")),
     )
     if before:
@@ -66,8 +66,10 @@ def list_messages(
 
     With `after`, the oldest such messages; otherwise the newest.
     """
+    # `seq > after`, not `seq >= after + 1`: `after` may be the largest seq, and PostgreSQL's INTEGER has
+    # no room for one more.
     params = {"p_conversation_id": conversation_id, "p_reader_id": hide_blocked_for, "p_limit": limit,
-              "p_first": from_seq if after is None else max(from_seq, after + 1)}
+              "p_after": from_seq - 1 if after is None else max(from_seq - 1, after)}
     if before is not None:
         params["p_before"] = before
     query = _page(newest=after is None, before=before is not None)
