@@ -325,11 +325,27 @@ async def hub_call(server: HubServer, agent: Agent, method: str, params: dict[st
 
 # -- measuring processes -------------------------------------------------------------------------
 
+def _user_and_system_seconds(stat_path: str) -> tuple[float, float]:
+    """User and system CPU time so far, from a process's or a thread's `/proc/…/stat`."""
+    with open(stat_path) as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process `pid` so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return sum(_user_and_system_seconds(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[float, float]]:
+    """Each thread of process `pid`, by thread id: its user and system CPU time so far."""
+    threads = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            threads[int(tid)] = _user_and_system_seconds(f"/proc/{pid}/task/{tid}/stat")
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return threads
 
 
 def rss_kib(pid: int) -> int:

@@ -16,33 +16,18 @@ PID`; its default, blocking mode over-counts lines next to system calls).
 """
 
 import argparse
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
 from bench import mcp, rest
-from bench.clients import running_hub
+from bench.clients import running_hub, thread_cpu_seconds
 from bench.http_floors import RawHttp, drive, floor_process, json_headers, run_client
 
 LOADS: Final = ("rest-get", "rest-post", "mcp-send", "mcp-read", "mcp-echo")
 WARM_UP_SECONDS: Final = 2.0
-_CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 Request = Callable[[RawHttp, int], Any]
-
-
-def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
-    """Each thread of process `pid`: its user and system CPU seconds so far."""
-    threads = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-        threads[int(tid)] = (int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK)
-    return threads
 
 
 @contextmanager
@@ -50,7 +35,7 @@ def loaded_server(load: str, backend: str) -> Iterator[tuple[int, int, Request]]
     """The server for `load` with what it needs set up; yields (port, pid, request)."""
     if load == "mcp-echo":
         with floor_process("mcp", backend) as (port, pid):
-            yield port, pid, mcp.Sessions([None]).tool_call("echo", lambda n: {"text": mcp.TEXT})
+            yield port, pid, mcp.echo_call()
         return
     with running_hub(backend) as hub:
         assert hub.process is not None
@@ -60,13 +45,7 @@ def loaded_server(load: str, backend: str) -> Iterator[tuple[int, int, Request]]
             request = rest.get_request(headers, ids[0]) if load == "rest-get" else rest.post_request(headers, ids)
         else:
             keys, ids = mcp.set_up(hub)
-            sessions = mcp.Sessions(keys)
-            if load == "mcp-send":
-                request = sessions.tool_call("send_message",
-                                             lambda n: {"conversation": ids[n % len(ids)], "text": mcp.TEXT})
-            else:
-                request = sessions.tool_call("read_messages", lambda n: {
-                    "conversation": ids[n % len(ids)], "unread_only": False, "limit": mcp.READ_LIMIT})
+            request = mcp.hub_calls(mcp.Sessions(keys), ids)["send_message" if load == "mcp-send" else "read_messages"]
         yield hub.port, hub.process.pid, request
 
 
@@ -74,9 +53,9 @@ def measure(load: str, backend: str, concurrency: int, seconds: float) -> None:
     with loaded_server(load, backend) as (port, pid, request):
         print(f"{load} on {backend}: server pid {pid}")
         run_client(lambda: drive(port, pid, request, concurrency=concurrency, seconds=WARM_UP_SECONDS))
-        before = thread_cpu(pid)
+        before = thread_cpu_seconds(pid)
         sample = run_client(lambda: drive(port, pid, request, concurrency=concurrency, seconds=seconds))
-        after = thread_cpu(pid)
+        after = thread_cpu_seconds(pid)
     served = len(sample.latencies)
     print(f"{sample.rate:,.0f} requests/s over {served:,} requests; ms of CPU per request:")
     total = 0.0

@@ -109,22 +109,32 @@ def set_up(hub: HubServer) -> tuple[list[str | None], list[str]]:
     return [alice.api_key, bob.api_key], ids
 
 
+def hub_calls(sessions: Sessions, ids: list[str]) -> dict[str, Callable[[RawHttp, int], Any]]:
+    """The measured tool calls, by tool: each send and read goes to the next of the conversations `ids`."""
+    return {
+        "send_message": sessions.tool_call("send_message", lambda n: {"conversation": ids[n % len(ids)], "text": TEXT}),
+        "read_messages": sessions.tool_call("read_messages", lambda n: {"conversation": ids[n % len(ids)],
+                                                                         "unread_only": False, "limit": READ_LIMIT}),
+    }
+
+
+def echo_call() -> Callable[[RawHttp, int], Any]:
+    """The floor's call: the echo tool, in a session without a credential."""
+    return Sessions([None]).tool_call("echo", lambda n: {"text": TEXT})
+
+
 def measure(backend: str, sessions: int, seconds: float, rounds: int) -> dict[str, Sample]:
     with running_hub(backend) as hub, floor_process("mcp", backend) as (floor_port, floor_pid):
         keys, ids = set_up(hub)
         assert hub.process is not None
         hub_pid = hub.process.pid
-        hub_sessions, floor_sessions = Sessions(keys), Sessions([None])
-        send = hub_sessions.tool_call("send_message", lambda n: {"conversation": ids[n % len(ids)], "text": TEXT})
-        read = hub_sessions.tool_call("read_messages", lambda n: {"conversation": ids[n % len(ids)],
-                                                                   "unread_only": False, "limit": READ_LIMIT})
-        echo = floor_sessions.tool_call("echo", lambda n: {"text": TEXT})
+        calls = hub_calls(Sessions(keys), ids)
 
         def run(port: int, pid: int, request: Callable[[RawHttp, int], Any]) -> Callable[[], Any]:
             return lambda: drive(port, pid, request, concurrency=sessions, seconds=seconds / rounds)
 
-        variants = {"echo": run(floor_port, floor_pid, echo), "send_message": run(hub.port, hub_pid, send),
-                    "read_messages": run(hub.port, hub_pid, read)}
+        variants = {"echo": run(floor_port, floor_pid, echo_call()),
+                    **{tool: run(hub.port, hub_pid, call) for tool, call in calls.items()}}
 
         async def main() -> dict[str, Sample]:
             return await interleaved(variants, rounds)
