@@ -96,6 +96,8 @@ class Settings(BaseModel):
                                              "background embedding runs than requests; 0: the same.")] = 10
     term_cache_bytes: Annotated[int, Field(ge=0, description="Memory for cached terms (lexical search), all "
                                            "collections.")] = 256 * 1024 * 1024
+    message_cache_bytes: Annotated[int, Field(ge=0, description="Memory for the views of messages read, kept to "
+                                              "serve the pages that show them again.")] = 32 * 1024 * 1024
     vector_cache_bytes: Annotated[int, Field(ge=0, description="Memory for cached vectors, all collections.")] = \
         512 * 1024 * 1024
     job_poll_seconds: Annotated[float, Field(gt=0, description="How often a node looks for background jobs "

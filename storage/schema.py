@@ -175,6 +175,8 @@ messages = Table(
     Column("attachments", JSON, comment="The files it carries, as shown (message_attachments has the links)."),
     Column("request_hash", String(64), comment="SHA-256 of the send that made it, kept with a client_msg_id: a retry "
            "that asks for something else is a conflict. NULL once deleted (it goes with the body)."),
+    Column("version", Integer, nullable=False, server_default="0",
+           comment="Bumped by every change to the row: a view of it kept in memory is stale once this moves."),
     UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
     Index("uq_messages_client_msg_id", "conversation_id", "sender_id", "client_msg_id", unique=True),
     # Covers unread counting (`queries.messages.count_unread*`), so it never reads the rows themselves.

@@ -23,7 +23,7 @@ import pytest
 from bench.report import percentile
 
 from .client import Agent, HubClient, RpcError
-from .messaging import WAIT, EventSocket, all_events, direct, event_socket, group, head, send, timeline
+from .messaging import WAIT, EventSocket, all_events, bodies, direct, event_socket, group, head, send, timeline
 from .servers import (
     HubServer,
     create_postgres_database,
@@ -183,6 +183,23 @@ async def test_a_key_revoked_or_an_agent_suspended_on_one_node_is_refused_on_the
         await _until_refused(hub_b, doomed)
         await _until_refused(hub_b, bobs, "forbidden")
         assert (await hub_b.call("auth.whoami", token=kept))["agent"]["agent_id"] == alice.agent_id
+
+
+async def test_a_page_read_on_one_node_shows_what_another_node_changed(start_cluster: ClusterFactory) -> None:
+    """Each node keeps the messages it has shown (`hub.services.message_views`); a change made through
+    another node must show on its next read all the same."""
+    cluster = start_cluster()
+    async with AsyncExitStack() as stack:
+        hub_a, hub_b = await _clients(stack, cluster)
+        alice, bob = await hub_a.register("alice"), await hub_b.register("bob")
+        conversation_id = await direct(hub_a, alice, bob)
+        edited = await send(hub_a, alice, conversation_id, "draft")
+        doomed = await send(hub_a, alice, conversation_id, "regrettable")
+        assert await bodies(hub_b, bob, conversation_id) == ["draft", "regrettable"]  # B keeps both
+        await hub_a.call("messages.edit", {"message_id": edited["message_id"], "body": "final"},
+                         token=alice.access_token)
+        await hub_a.call("messages.delete", {"message_id": doomed["message_id"]}, token=alice.access_token)
+        assert await bodies(hub_b, bob, conversation_id) == ["final", None]
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"], indirect=True, scope="session")

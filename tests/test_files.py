@@ -15,7 +15,7 @@ from protocol.errors import NotFound, QuotaExceeded
 from .client import Agent, HubClient
 from .conftest import diagonal
 from .inprocess import ManualClock, local_hub
-from .messaging import WAIT, all_events, group, raises_code, send
+from .messaging import WAIT, all_events, group, raises_code, send, timeline
 from .samples import pdf
 from .servers import HubServer, drop_postgres_database, make_server
 from .stored import stored
@@ -113,9 +113,11 @@ async def test_deleting_a_file_takes_it_out_of_the_messages_and_events_that_carr
     keep, gone = await upload(hub, alice, "keep.txt", b"kept"), await upload(hub, alice, name, b"going")
     sent = await send(hub, alice, conversation_id, "two files", attachments=[keep["file_id"], gone["file_id"]])
     assert await stored(hub.server, name)  # a control: the test looks where the hub writes
+    assert len((await timeline(hub, bob, conversation_id))[-1]["attachments"]) == 2  # the hub keeps this page
     await hub.call("files.delete", {"file_id": gone["file_id"]}, token=alice.access_token)
     message = await hub.call("messages.get", {"message_id": sent["message_id"]}, token=bob.access_token)
     assert [attachment["file_id"] for attachment in message["attachments"]] == [keep["file_id"]]
+    assert (await timeline(hub, bob, conversation_id))[-1] == message
     events = [e for e in await all_events(hub, bob)
               if e["message"] and e["message"]["message_id"] == sent["message_id"]]
     assert events and all([a["name"] for a in e["message"]["attachments"]] == ["keep.txt"] for e in events)

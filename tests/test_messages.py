@@ -247,6 +247,39 @@ async def test_delete_leaves_a_tombstone_that_keeps_its_seq_everywhere(
                            token=bob.access_token))["unread_count"] == 2
 
 
+async def test_a_page_read_again_shows_every_change_since_and_only_what_the_reader_may_see(
+    hub: HubClient, alice: Agent, bob: Agent
+) -> None:
+    """The hub keeps the messages it has shown, by row version (`hub.services.message_views`), and shares
+    them between readers: an edit or a delete shows on the next read of a page that showed the message,
+    and a message one reader was shown is not shown to a reader who blocks its sender."""
+    carol = await hub.register("carol")
+    conversation_id = await group(hub, alice, bob, carol)
+    edited = await send(hub, alice, conversation_id, "first draft", metadata={"v": 1})
+    doomed = await send(hub, alice, conversation_id, "regrettable")
+    kept = await send(hub, bob, conversation_id, "unchanged")
+
+    async def page(agent: Agent) -> dict[str, dict[str, Any]]:
+        return {m["message_id"]: m for m in await timeline(hub, agent, conversation_id) if m["kind"] == "message"}
+
+    before = await page(bob)
+    assert before == await page(bob) and list(before) == [edited["message_id"], doomed["message_id"],
+                                                          kept["message_id"]]
+    await hub.call("messages.edit", {"message_id": edited["message_id"], "body": "final", "metadata": {"v": 2}},
+                   token=alice.access_token)
+    await hub.call("messages.delete", {"message_id": doomed["message_id"]}, token=alice.access_token)
+    after = await page(bob)
+    assert (after[edited["message_id"]]["body"], after[edited["message_id"]]["metadata"],
+            after[edited["message_id"]]["revision"]) == ("final", {"v": 2}, 1)
+    assert after[doomed["message_id"]]["body"] is None and after[doomed["message_id"]]["deleted_at"] is not None
+    assert after[kept["message_id"]] == before[kept["message_id"]]
+    for message_id, message in after.items():  # a page shows each message as messages.get does
+        assert message == await hub.call("messages.get", {"message_id": message_id}, token=bob.access_token)
+    await hub.call("blocks.add", {"agent": alice.agent_id}, token=carol.access_token)
+    assert list(await page(carol)) == [kept["message_id"]]
+    assert list(await page(bob)) == list(after)
+
+
 async def _stored_bytes(server: HubServer) -> bytes:
     """Everything the SQLite store holds on disk: the database file and its WAL."""
     assert server.sqlite_path is not None

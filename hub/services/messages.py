@@ -12,6 +12,7 @@
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Connection, RowMapping
@@ -52,6 +53,7 @@ from ..usage import UsageMeter
 from ..workflows import ADVANCE_JOB
 from .conversations import open_direct_txn, resolve_agent
 from .files import readable_file
+from .message_views import MessageViews
 from .timeline import (
     Delivery,
     append,
@@ -125,6 +127,7 @@ class MessageService:
         self._bus = bus
         self._jobs = jobs
         self._usage = usage
+        self._views = MessageViews(settings.message_cache_bytes)
 
     def _check_size(self, body: str) -> None:
         limit = self._settings.max_message_bytes
@@ -214,16 +217,35 @@ class MessageService:
     async def list_messages(self, caller_id: str, params: ListMessagesParams) -> MessagePage:
         def read(conn: Connection) -> MessagePage:
             _, joined_seq = require_current_member(conn, params.conversation_id, caller_id)
-            rows = message_queries.list_messages(
+            versions = message_queries.list_message_versions(
                 conn, params.conversation_id, from_seq=joined_seq, after=params.after,
                 before=params.before, limit=params.limit + 1, hide_blocked_for=caller_id,
             )
-            more = len(rows) > params.limit
+            more = len(versions) > params.limit
             if more:  # the extra row lies beyond the page, at the end it extends from
-                rows = rows[: params.limit] if params.after is not None else rows[1:]
-            return MessagePage(items=messages_of(rows), has_more=more)
+                versions = versions[: params.limit] if params.after is not None else versions[1:]
+            return MessagePage.model_construct(items=self._views_of(conn, params.conversation_id, versions),
+                                                has_more=more)
 
         return await self._store.read(read, bounded=True)
+
+    def _views_of(self, conn: Connection, conversation_id: str, page: Sequence[tuple[str, int, int]]) -> list[Message]:
+        """The messages of a page of (id, seq, version), in order: the views kept, and the others built from
+        their rows (and kept)."""
+        views = self._views.get([(message_id, version) for message_id, _, version in page])
+        missing = {message_id: seq for (message_id, seq, _), view in zip(page, views, strict=True) if view is None}
+        if not missing:
+            return views  # type: ignore[return-value]
+        # Those to build are most often a run of seqs (the newest messages, a page not read before): one read.
+        rows = [row for row in message_queries.messages_between(conn, conversation_id, min(missing.values()),
+                                                                max(missing.values()))
+                if row["id"] in missing]
+        built = {message.message_id: message for message in messages_of(rows)}
+        self._views.keep((row["version"], built[row["id"]]) for row in rows)
+        # A message not found again went with its conversation meanwhile (on PostgreSQL each statement reads
+        # its own snapshot): it is left out, as a read a moment later would leave it out.
+        return [view or built[message_id] for (message_id, _, _), view in zip(page, views, strict=True)
+                if view is not None or message_id in built]
 
     async def get(self, caller_id: str, message_id: str) -> Message:
         return await self._store.read(lambda conn: message_of(visible_message(conn, message_id, caller_id)[2]),

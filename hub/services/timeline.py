@@ -109,6 +109,7 @@ def append(
         "deleted_at": None,
         "attachments": [attachment.model_dump() for attachment in attachments] if attachments else None,
         "request_hash": request_hash,
+        "version": 0,
     }
     message_queries.insert_message(conn, row)
     if attachments:

@@ -110,6 +110,14 @@ class Prepared:
             cursor.close()
         return None if row is None else tuple(row)
 
+    def all(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row, as a plain tuple."""
+        cursor = self.execute(conn, params)
+        try:
+            return [tuple(row) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
     def column(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
         """The first column of every row."""
         cursor = self.execute(conn, params)

@@ -43,10 +43,12 @@ def _not_from_blocked(reader_id: str | ColumnElement[str]) -> ColumnElement[bool
 
 
 @cache
-def _page(*, newest: bool, before: bool) -> Select[Any]:
-    """The statement of a page of `list_messages`, built once for each shape: it runs for every page read,
-    and building it (with its blocked-senders subquery) cost more than SQLite then takes to run it."""
-    query = select(messages).where(
+def _page(*, newest: bool, before: bool, versions: bool = False) -> Select[Any]:
+    """The statement of a page of `list_messages` (or of `list_message_versions`), built once for each shape:
+    it runs for every page read, and building it (with its blocked-senders subquery) cost more than SQLite
+    then takes to run it."""
+    columns = (messages.c.id, messages.c.seq, messages.c.version) if versions else (messages,)
+    query = select(*columns).where(
         messages.c.conversation_id == bindparam("p_conversation_id"),
         messages.c.seq > bindparam("p_after"),
         _not_from_blocked(bindparam("p_reader_id")),
@@ -55,6 +57,22 @@ def _page(*, newest: bool, before: bool) -> Select[Any]:
         query = query.where(messages.c.seq < bindparam("p_before"))
     order = messages.c.seq.desc() if newest else messages.c.seq
     return query.order_by(order).limit(bindparam("p_limit"))
+
+
+@cache
+def _version_page(*, newest: bool, before: bool) -> Prepared:
+    return Prepared(_page(newest=newest, before=before, versions=True))
+
+
+def _page_params(conversation_id: str, from_seq: int, after: int | None, before: int | None, limit: int,
+                 hide_blocked_for: str) -> dict[str, Any]:
+    # `seq > after`, not `seq >= after + 1`: `after` may be the largest seq, and PostgreSQL's INTEGER has
+    # no room for one more.
+    params = {"p_conversation_id": conversation_id, "p_reader_id": hide_blocked_for, "p_limit": limit,
+              "p_after": from_seq - 1 if after is None else max(from_seq - 1, after)}
+    if before is not None:
+        params["p_before"] = before
+    return params
 
 
 def list_messages(
@@ -66,15 +84,34 @@ def list_messages(
 
     With `after`, the oldest such messages; otherwise the newest.
     """
-    # `seq > after`, not `seq >= after + 1`: `after` may be the largest seq, and PostgreSQL's INTEGER has
-    # no room for one more.
-    params = {"p_conversation_id": conversation_id, "p_reader_id": hide_blocked_for, "p_limit": limit,
-              "p_after": from_seq - 1 if after is None else max(from_seq - 1, after)}
-    if before is not None:
-        params["p_before"] = before
-    query = _page(newest=after is None, before=before is not None)
-    rows = conn.execute(query, params).mappings().all()
+    params = _page_params(conversation_id, from_seq, after, before, limit, hide_blocked_for)
+    rows = conn.execute(_page(newest=after is None, before=before is not None), params).mappings().all()
     return rows if after is not None else rows[::-1]
+
+
+def list_message_versions(
+    conn: Connection, conversation_id: str, *, from_seq: int, after: int | None, before: int | None, limit: int,
+    hide_blocked_for: str,
+) -> list[tuple[str, int, int]]:
+    """`list_messages`'s page as (id, seq, version) of each message, for a reader that keeps what it has
+    built from rows (prepared: it runs for every page read)."""
+    params = _page_params(conversation_id, from_seq, after, before, limit, hide_blocked_for)
+    rows = _version_page(newest=after is None, before=before is not None).all(conn, params)
+    return rows if after is not None else rows[::-1]
+
+
+_seq_range = (
+    select(messages)
+    .where(messages.c.conversation_id == bindparam("conversation_id"),
+           messages.c.seq >= bindparam("first_seq"), messages.c.seq <= bindparam("last_seq"))
+    .order_by(messages.c.seq)
+)
+
+
+def messages_between(conn: Connection, conversation_id: str, first_seq: int, last_seq: int) -> Sequence[RowMapping]:
+    """Every message of the conversation from `first_seq` to `last_seq`, in seq order, whoever sent it."""
+    return conn.execute(_seq_range, {"conversation_id": conversation_id, "first_seq": first_seq,
+                                     "last_seq": last_seq}).mappings().all()
 
 
 # Built once: these run for every page of `conversations.list` (and every `conversations.get` and
@@ -126,4 +163,6 @@ def newest_messages(conn: Connection, conversation_ids: Collection[str]) -> dict
 
 
 def update_message(conn: Connection, message_id: str, values: dict[str, Any]) -> None:
-    conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
+    """Change the message's `values`, and bump its version: every change to a message row goes through here."""
+    conn.execute(update(messages).where(messages.c.id == message_id)
+                 .values(**values, version=messages.c.version + 1))
