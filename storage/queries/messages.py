@@ -108,6 +108,15 @@ _seq_range = (
 )
 
 
+_by_ids = select(messages).where(messages.c.id.in_(bindparam("message_ids", expanding=True)))
+
+
+def messages_by_id(conn: Connection, message_ids: Collection[str]) -> dict[str, RowMapping]:
+    """The messages with these ids, by id."""
+    rows = conn.execute(_by_ids, {"message_ids": list(message_ids)}).mappings()
+    return {row["id"]: row for row in rows}
+
+
 def messages_between(conn: Connection, conversation_id: str, first_seq: int, last_seq: int) -> Sequence[RowMapping]:
     """Every message of the conversation from `first_seq` to `last_seq`, in seq order, whoever sent it."""
     return conn.execute(_seq_range, {"conversation_id": conversation_id, "first_seq": first_seq,
