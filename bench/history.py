@@ -213,7 +213,7 @@ def message_row(conv: Conv, seq: int, sender: str, at: datetime, body: str | Non
             "kind": (MessageKind.SYSTEM if body is None else MessageKind.MESSAGE).value, "sender_id": sender,
             "content_type": ContentType.TEXT.value, "body": body, "metadata": None if body is None else {},
             "system": system, "reply_to": None, "client_msg_id": None, "created_at": at, "edited_at": None,
-            "revision": 0, "deleted_at": None, "attachments": None, "request_hash": None}
+            "revision": 0, "deleted_at": None, "attachments": None, "request_hash": None, "version": 0}
 
 
 def event_row(message: dict[str, Any], event_id: int, type: EventType, info: dict[str, Any] | None) -> dict[str, Any]:
