@@ -69,6 +69,8 @@ class MessageViews:
 
     def keep(self, views: Iterable[tuple[int, Message]]) -> None:
         """Keep each view with the row version it was built from (replacing older views of the same message)."""
+        if not self._max_bytes:
+            return
         weighed = [(version, message, _weight(message)) for version, message in views]
         with self._lock:
             for version, message, weight in weighed:

@@ -12,7 +12,7 @@
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Connection, RowMapping
@@ -236,7 +236,7 @@ class MessageService:
         missing = {message_id: seq for (message_id, seq, _), view in zip(page, views, strict=True) if view is None}
         if not missing:
             return views  # type: ignore[return-value]
-        rows = [row for row in self._rows_of(conn, conversation_id, missing) if row["id"] in missing]
+        rows = self._rows_of(conn, conversation_id, missing)
         built = {message.message_id: message for message in messages_of(rows)}
         self._views.keep((row["version"], built[row["id"]]) for row in rows)
         # A message not found again went with its conversation meanwhile (on PostgreSQL each statement reads
@@ -245,17 +245,20 @@ class MessageService:
                 if view is not None or message_id in built]
 
     @staticmethod
-    def _rows_of(conn: Connection, conversation_id: str, seqs: dict[str, int]) -> Iterable[RowMapping]:
-        """The rows of the messages `seqs` names (id to seq), and perhaps others beside them.
+    def _rows_of(conn: Connection, conversation_id: str, seqs: dict[str, int]) -> Sequence[RowMapping]:
+        """The rows of the messages `seqs` names (id to seq).
 
         Those to build are most often a run of seqs (the newest messages, a page not read before), read
         as a range. Scattered ones are read by id: a range across a blocked sender's thousand messages
         would read them all.
         """
         first, last = min(seqs.values()), max(seqs.values())
-        if last - first < 2 * len(seqs):
+        if last - first + 1 == len(seqs):  # every seq of the range is one of them
             return message_queries.messages_between(conn, conversation_id, first, last)
-        return message_queries.messages_by_id(conn, list(seqs)).values()
+        if last - first < 2 * len(seqs):
+            return [row for row in message_queries.messages_between(conn, conversation_id, first, last)
+                    if row["id"] in seqs]
+        return list(message_queries.messages_by_id(conn, list(seqs)).values())
 
     async def get(self, caller_id: str, message_id: str) -> Message:
         return await self._store.read(lambda conn: message_of(visible_message(conn, message_id, caller_id)[2]),
