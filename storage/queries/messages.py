@@ -100,14 +100,6 @@ def list_message_versions(
     return rows if after is not None else rows[::-1]
 
 
-_seq_range = (
-    select(messages)
-    .where(messages.c.conversation_id == bindparam("conversation_id"),
-           messages.c.seq >= bindparam("first_seq"), messages.c.seq <= bindparam("last_seq"))
-    .order_by(messages.c.seq)
-)
-
-
 _by_ids = select(messages).where(messages.c.id.in_(bindparam("message_ids", expanding=True)))
 
 
@@ -115,6 +107,14 @@ def messages_by_id(conn: Connection, message_ids: Collection[str]) -> dict[str, 
     """The messages with these ids, by id."""
     rows = conn.execute(_by_ids, {"message_ids": list(message_ids)}).mappings()
     return {row["id"]: row for row in rows}
+
+
+_seq_range = (
+    select(messages)
+    .where(messages.c.conversation_id == bindparam("conversation_id"),
+           messages.c.seq >= bindparam("first_seq"), messages.c.seq <= bindparam("last_seq"))
+    .order_by(messages.c.seq)
+)
 
 
 def messages_between(conn: Connection, conversation_id: str, first_seq: int, last_seq: int) -> Sequence[RowMapping]:
