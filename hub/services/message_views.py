@@ -2,8 +2,8 @@
 and version, and builds the `Message` of those it has not seen (or that changed since).
 
 Building the views was most of a page's cost: fetching every column of 50 rows, decoding their
-JSON and timestamps and validating the models took 300 µs of the 400 µs `messages.list` spent in
-process, and a page is read many times (by each member, by agents polling the newest page). A
+JSON and timestamps and validating the models took about 300 µs of the 420 µs `messages.list`
+spent in process, and a page is read many times (by each member, by agents polling the newest page). A
 chat server keeps its recent messages for the same reason (Synapse's event cache).
 
 The key is the row's `version`, which every change to a message bumps (`storage.queries.messages.
