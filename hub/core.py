@@ -98,6 +98,9 @@ class Hub:
                         settings.workflow_concurrency, settings.workflow_lease_seconds)
         self.jobs.register(engine.job())
         messages = MessageService(store, self.clock, settings, self.bus, self.jobs, self.usage)
+        self.metrics.sample("parley_message_views_bytes", "gauge", lambda: messages.views.held_bytes)
+        self.metrics.sample("parley_message_views_hits_total", "counter", lambda: messages.views.hits)
+        self.metrics.sample("parley_message_views_misses_total", "counter", lambda: messages.views.misses)
         self._jobs_scope = anyio.CancelScope()
         workflows = WorkflowService(store, self.clock, settings, self.bus, self.jobs, engine, messages,
                                     lambda name: _scope_of(OPERATIONS[name]), self.usage)

@@ -1,7 +1,8 @@
 """Counters and latency histograms of operations, rendered in the Prometheus text format."""
 
 from collections import defaultdict
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Literal
 
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -12,6 +13,11 @@ class Metrics:
         self._latency_buckets: defaultdict[str, list[int]] = defaultdict(lambda: [0] * (len(LATENCY_BUCKETS) + 1))
         self._latency_sum: defaultdict[str, float] = defaultdict(float)
         self.gauges: dict[str, float] = {}
+        self._sampled: dict[str, tuple[Literal["gauge", "counter"], Callable[[], float]]] = {}
+
+    def sample(self, name: str, kind: Literal["gauge", "counter"], read: Callable[[], float]) -> None:
+        """A metric read from its owner when /metrics is rendered (what it counts is kept there)."""
+        self._sampled[name] = (kind, read)
 
     def record(self, operation: str, outcome: str, seconds: float) -> None:
         self._calls[(operation, outcome)] += 1
@@ -45,4 +51,6 @@ class Metrics:
             lines.append(f'parley_operation_seconds_count{{operation="{operation}"}} {cumulative}')
         for name, value in sorted(self.gauges.items()):
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]
+        for name, (kind, read) in sorted(self._sampled.items()):
+            lines += [f"# TYPE {name} {kind}", f"{name} {read()}"]
         return "\n".join(lines) + "\n"

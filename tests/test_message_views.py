@@ -26,6 +26,7 @@ def test_a_view_is_served_for_the_version_it_was_built_from_and_no_other() -> No
     views.keep([(1, edited)])
     assert views.get([(first.message_id, 0), (first.message_id, 1)]) == [None, edited]
     assert views.held_bytes == _weight(edited)
+    assert (views.hits, views.misses) == (2, 3)
 
 
 def test_views_stay_within_their_bound_least_recently_used_dropped_first() -> None:

@@ -49,6 +49,10 @@ class MessageViews:
         self._kept: OrderedDict[str, tuple[int, Message, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self.hits = 0
+        """Views served, since start."""
+        self.misses = 0
+        """Views asked for and not kept (or not of that version): built from their rows."""
 
     @property
     def held_bytes(self) -> int:
@@ -65,6 +69,9 @@ class MessageViews:
                 else:
                     self._kept.move_to_end(message_id)
                     found.append(kept[1])
+            hits = len(found) - found.count(None)
+            self.hits += hits
+            self.misses += len(found) - hits
         return found
 
     def keep(self, views: Iterable[tuple[int, Message]]) -> None:

@@ -127,7 +127,7 @@ class MessageService:
         self._bus = bus
         self._jobs = jobs
         self._usage = usage
-        self._views = MessageViews(settings.message_cache_bytes)
+        self.views = MessageViews(settings.message_cache_bytes)
 
     def _check_size(self, body: str) -> None:
         limit = self._settings.max_message_bytes
@@ -232,13 +232,13 @@ class MessageService:
     def _views_of(self, conn: Connection, conversation_id: str, page: Sequence[tuple[str, int, int]]) -> list[Message]:
         """The messages of a page of (id, seq, version), in order: the views kept, and the others built from
         their rows (and kept)."""
-        views = self._views.get([(message_id, version) for message_id, _, version in page])
+        views = self.views.get([(message_id, version) for message_id, _, version in page])
         missing = {message_id: seq for (message_id, seq, _), view in zip(page, views, strict=True) if view is None}
         if not missing:
             return views  # type: ignore[return-value]
         rows = self._rows_of(conn, conversation_id, missing)
         built = {message.message_id: message for message in messages_of(rows)}
-        self._views.keep((row["version"], built[row["id"]]) for row in rows)
+        self.views.keep((row["version"], built[row["id"]]) for row in rows)
         # A message not found again went with its conversation meanwhile (on PostgreSQL each statement reads
         # its own snapshot): it is left out, as a read a moment later would leave it out.
         return [view or built[message_id] for (message_id, _, _), view in zip(page, views, strict=True)
