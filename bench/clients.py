@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
 import uvloop
 
 from tests.client import Agent, HubClient
@@ -373,6 +374,27 @@ def machine_busy_seconds() -> float:
     with open("/proc/stat") as stat:
         fields = [int(value) for value in stat.readline().split()[1:]]
     return (sum(fields[:8]) - fields[3] - fields[4]) / _CLK_TCK
+
+
+WRITER_COUNTERS: Final = ("parley_store_commits_total", "parley_store_writes_total",
+                          "parley_store_writer_seconds_total", "parley_store_writer_cpu_seconds_total")
+
+
+def writer_counters(server: HubServer) -> dict[str, float]:
+    """The hub's store-writer counters, from its /metrics."""
+    lines = httpx.get(server.url + "/metrics", timeout=10).text.splitlines()
+    return {name: float(value) for name, value in (line.split() for line in lines if line.startswith(WRITER_COUNTERS))}
+
+
+def writer_figures(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """What the hub's writer did between two `writer_counters`, `seconds` apart: writes per batch, the
+    share of the time it was busy, and per write its wall time (waiting for the interpreter lock
+    included) and its thread's CPU time. Wall well above CPU means the writer waits on the event loop."""
+    commits, writes, wall, cpu = (after[name] - before[name] for name in WRITER_COUNTERS)
+    if not writes:
+        return {}
+    return {"writes_per_batch": round(writes / commits, 1), "busy": round(wall / seconds, 2),
+            "wall_us_per_write": round(1e6 * wall / writes), "cpu_us_per_write": round(1e6 * cpu / writes)}
 
 
 class ProcessMeter:

@@ -18,14 +18,18 @@ group commit's batches full while the queueing stays well under the 50 ms target
 adds throughput only where the commit, not the CPU, is the limit (it is not: see below).
 
 Where the limit is: the `details` of each figure give the CPU the hub and the client used (1.0 =
-one of the two cores). The hub process is CPU-bound near 1 core (Python, one process); the client
-stays well below, so it is not the bottleneck.
+one of the two cores), and `hub_writer` what the hub's store writer did over the measured phase
+(from its /metrics): writes per batch, the share of the time it was busy, and per write its wall time
+and its thread's CPU time (wall well above CPU: the writer waits for the interpreter lock). The hub
+process is CPU-bound near 1 core (Python, one process); the client stays well below, so it is not the
+bottleneck.
 """
 
 import argparse
 import asyncio
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -40,6 +44,8 @@ from bench.clients import (
     rpc_frame,
     run,
     running_hub,
+    writer_counters,
+    writer_figures,
 )
 from bench.floors import FloorServer
 from bench.report import Figure, add_common_options, backends, emit, percentile
@@ -68,6 +74,8 @@ class Run:
     p50_ms: float
     p99_ms: float
     cpu: dict[str, float]
+    writer: dict[str, float] = field(default_factory=dict)
+    """The hub's writer over the measured phase (`writer_figures`); empty for the floor."""
 
 
 def send_frames(conversation_id: str, count: int, first_id: int = 1) -> list[tuple[int, str]]:
@@ -76,18 +84,21 @@ def send_frames(conversation_id: str, count: int, first_id: int = 1) -> list[tup
 
 
 async def pipelined(conns: list[WsClient], conversation_ids: list[str], sizes: Sizes, server_pid: int,
-                    *, warm_up: int) -> Run:
-    """Every connection sends its frames through its own pipeline; first `warm_up` unmeasured ones."""
+                    *, warm_up: int, counters: Callable[[], dict[str, float]] | None = None) -> Run:
+    """Every connection sends its frames through its own pipeline; first `warm_up` unmeasured ones.
+    `counters` reads the hub's writer counters, around the measured phase."""
     if warm_up:
         await asyncio.gather(*(Pipeline(conn, sizes.window).run(send_frames(cid, warm_up, first_id=10_000_000))
                                for conn, cid in zip(conns, conversation_ids, strict=True)))
+    before = counters() if counters else {}
     meter = ProcessMeter(server_pid)
     results = await asyncio.gather(*(Pipeline(conn, sizes.window).run(send_frames(cid, sizes.messages))
                                      for conn, cid in zip(conns, conversation_ids, strict=True)))
     cpu = meter.read()
+    writer = writer_figures(before, counters(), meter.elapsed) if counters else {}
     latencies = [latency for per_conn in results for latency in per_conn]
     return Run(rate=len(latencies) / meter.elapsed, p50_ms=percentile(latencies, 0.5) * 1000,
-               p99_ms=percentile(latencies, 0.99) * 1000, cpu=cpu)
+               p99_ms=percentile(latencies, 0.99) * 1000, cpu=cpu, writer=writer)
 
 
 async def paired(server: HubServer, agents: list[Agent]) -> list[str]:
@@ -106,7 +117,8 @@ async def hub_run(backend: str, sizes: Sizes) -> Run:
         conns = [await open_ws(server.ws_url, agent.access_token) for agent in agents]
         assert server.process is not None
         try:
-            return await pipelined(conns, conversation_ids, sizes, server.process.pid, warm_up=sizes.messages // 10)
+            return await pipelined(conns, conversation_ids, sizes, server.process.pid, warm_up=sizes.messages // 10,
+                                   counters=lambda: writer_counters(server))
         finally:
             for conn in conns:
                 conn.close()
@@ -134,7 +146,7 @@ def store_floor(backend: str, sizes: Sizes) -> float:
 def figures(backend: str, sizes: Sizes, hub: Run, echo: Run, store_rate: float) -> list[Figure]:
     targeted = backend == "asyncio"
     details = {"agents": sizes.agents, "messages": sizes.total, "window": sizes.window,
-               "hub_cpu": hub.cpu, "echo_cpu": echo.cpu}
+               "hub_cpu": hub.cpu, "hub_writer": hub.writer, "echo_cpu": echo.cpu}
     return [
         Figure(SCENARIO, "acked messages/s", hub.rate, "msg/s", backend, echo.rate, "ws echo",
                ">= 5000/s" if targeted else "", hub.rate >= 5000 if targeted else None, details),

@@ -70,6 +70,11 @@ class Hub:
         self.store = store
         self.clock = clock or Clock()
         self.metrics = Metrics()
+        # The writer's figures (bench.send reports them): writes per batch, how busy, how much of it waiting.
+        self.metrics.sample("parley_store_commits_total", "counter", lambda: store.commits)
+        self.metrics.sample("parley_store_writes_total", "counter", lambda: store.writes)
+        self.metrics.sample("parley_store_writer_seconds_total", "counter", lambda: store.writer_seconds)
+        self.metrics.sample("parley_store_writer_cpu_seconds_total", "counter", lambda: store.writer_cpu_seconds)
         self.limiter = RateLimiter(settings, self.clock)
         self.usage = UsageMeter(store, self.clock, settings)
         self.credential_state = CredentialState(store, self.clock, settings.access_token_ttl)

@@ -16,6 +16,7 @@ so live subscribers see them in commit (and cursor) order.
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
@@ -115,6 +116,10 @@ class Store:
         self._write_limiter = anyio.CapacityLimiter(1)
         self.commits = 0
         self.writes = 0
+        self.writer_seconds = 0.0
+        """Wall time the writer spent running and committing batches (waits for the interpreter lock included)."""
+        self.writer_cpu_seconds = 0.0
+        """CPU time of the writer's thread meanwhile: what the writer itself did (SQLite included)."""
         self.erasure_pending = False
         """An erasure is committed but its old page images are still in the SQLite WAL (a reader holds them)."""
         self._erasure_wakeup = anyio.Event()
@@ -288,12 +293,15 @@ class Store:
     def _commit_batch(self, conn: Connection, batch: list[_Write[Any]]) -> None:
         # Optimistic first: no savepoints (they cost two uncached statements per write). Only when a
         # write raises is the batch rolled back and run again with each write in its own savepoint.
+        started, cpu_started = time.perf_counter(), time.thread_time()
         try:
             self._run_batch(conn, batch, isolated=False)
         except _WriteRaised:
             self._run_batch(conn, batch, isolated=True)
         self.commits += 1
         self.writes += len(batch)
+        self.writer_seconds += time.perf_counter() - started
+        self.writer_cpu_seconds += time.thread_time() - cpu_started
 
     def _run_batch(self, conn: Connection, batch: list[_Write[Any]], *, isolated: bool) -> None:
         try:

@@ -282,23 +282,36 @@ async def test_a_page_read_again_shows_every_change_since_and_only_what_the_read
     assert list(await page(bob)) == list(after)
 
 
+async def _counters(hub: HubClient) -> dict[str, float]:
+    """Every unlabelled series of the hub's /metrics."""
+    lines = (await hub.http.get("/metrics")).text.splitlines()
+    return {name: float(value) for name, value in (line.split() for line in lines
+                                                  if line.startswith("parley_") and "{" not in line)}
+
+
+async def test_metrics_count_the_stores_writes_and_the_writers_time(hub: HubClient, alice: Agent, bob: Agent) -> None:
+    """/metrics has the writer's figures (`bench.send` reports them): writes, batches, its time."""
+    conversation_id = await group(hub, alice, bob)
+    before = await _counters(hub)
+    for n in range(3):
+        await send(hub, alice, conversation_id, f"counted {n}")
+    after = await _counters(hub)
+    assert after["parley_store_writes_total"] - before["parley_store_writes_total"] >= 3
+    assert after["parley_store_commits_total"] > before["parley_store_commits_total"]
+    assert after["parley_store_writer_seconds_total"] > before["parley_store_writer_seconds_total"]
+    assert after["parley_store_writer_cpu_seconds_total"] > before["parley_store_writer_cpu_seconds_total"]
+
+
 async def test_metrics_count_the_views_of_messages_served_and_built(hub: HubClient, alice: Agent, bob: Agent) -> None:
     """/metrics tells an operator how well `PARLEY_MESSAGE_CACHE_BYTES` serves: views served, views built."""
     conversation_id = await group(hub, alice, bob)
     for n in range(3):
         await send(hub, alice, conversation_id, f"counted {n}")
-
-    async def counters() -> dict[str, float]:
-        lines = (await hub.http.get("/metrics")).text.splitlines()
-        return {name: float(value) for name, value in (line.split() for line in lines if line.startswith(
-            ("parley_message_views_hits_total ", "parley_message_views_misses_total ",
-             "parley_message_views_bytes ")))}
-
-    before = await counters()
+    before = await _counters(hub)
     await timeline(hub, bob, conversation_id)  # 4 messages with the group's creation: built
-    built = await counters()
+    built = await _counters(hub)
     await timeline(hub, bob, conversation_id)  # served
-    served = await counters()
+    served = await _counters(hub)
     assert built["parley_message_views_misses_total"] - before["parley_message_views_misses_total"] == 4
     assert built["parley_message_views_bytes"] > before["parley_message_views_bytes"]
     assert served["parley_message_views_hits_total"] - built["parley_message_views_hits_total"] == 4
