@@ -40,6 +40,7 @@ import httpx
 import uvloop
 
 from tests.client import Agent, HubClient
+from tests.messaging import unlabelled_series
 from tests.servers import HubServer, make_server
 
 T = TypeVar("T")
@@ -382,8 +383,8 @@ WRITER_COUNTERS: Final = ("parley_store_commits_total", "parley_store_writes_tot
 
 def writer_counters(server: HubServer) -> dict[str, float]:
     """The hub's store-writer counters, from its /metrics."""
-    lines = httpx.get(server.url + "/metrics", timeout=10).text.splitlines()
-    return {name: float(value) for name, value in (line.split() for line in lines if line.startswith(WRITER_COUNTERS))}
+    series = unlabelled_series(httpx.get(server.url + "/metrics", timeout=10).text)
+    return {name: series[name] for name in WRITER_COUNTERS}
 
 
 def writer_figures(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:

@@ -159,6 +159,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         # The MCP session manager starts with the hub and stops before it (a Route runs no lifespan).
         async with running_hub(settings) as hub, mcp.running(hub):
+            websockets.count_in(hub.metrics)
             log.info("hub ready on %s", settings.store_url().split("@")[-1])
             settle_heap()
             yield {"hub": hub, "framing": Framing(max_batch=settings.max_batch, max_depth=settings.max_json_depth),

@@ -40,6 +40,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hub.bus import SubscriberLagged
 from hub.core import Hub
+from hub.metrics import Metrics
 from hub.principal import Principal
 from hub.services.events import EventStream
 from hub.services.identity import Verified
@@ -102,9 +103,16 @@ class WebSocketSessions:
         self._open: set[WebSocketSession] = set()
         self._going_away = False
         self._all_closed: anyio.Event | None = None
+        self.slow_consumer_disconnects = 0
+        """Connections closed with 1013 because their client did not read."""
 
     def __len__(self) -> int:
         return len(self._open)
+
+    def count_in(self, metrics: Metrics) -> None:
+        """Show the open connections and the slow consumers dropped in `metrics` (read when rendered)."""
+        metrics.sample(CONNECTIONS_METRIC, "gauge", lambda: len(self))
+        metrics.sample(SLOW_CONSUMER_METRIC, "gauge", lambda: self.slow_consumer_disconnects)
 
     def add(self, session: "WebSocketSession") -> bool:
         """Count `session` as open; False once going away (the session then closes at once)."""
@@ -185,13 +193,11 @@ class WebSocketSession:
             self._close_with = (ws_protocol.GOING_AWAY, GOING_AWAY_REASON)
             await self._send_close()
             return
-        self._count_connections()
         try:
             await self._serve()
             await self._send_close()
         finally:
             self._sessions.discard(self)
-            self._count_connections()
 
     async def _serve(self) -> None:
         now = anyio.current_time()
@@ -215,9 +221,6 @@ class WebSocketSession:
                     await self._ws.close(code, reason)
                 except (RuntimeError, OSError):  # the peer went away first
                     pass
-
-    def _count_connections(self) -> None:
-        self._hub.metrics.gauges[CONNECTIONS_METRIC] = len(self._sessions)
 
     def go_away(self, drain_until: float) -> None:
         """Stop reading; close with 1001 once the requests in flight are answered, or at `drain_until`."""
@@ -244,8 +247,7 @@ class WebSocketSession:
         if self._close_with is None:
             self._close_with = (code, reason)
             if code == ws_protocol.TRY_AGAIN_LATER:
-                gauges = self._hub.metrics.gauges
-                gauges[SLOW_CONSUMER_METRIC] = gauges.get(SLOW_CONSUMER_METRIC, 0) + 1
+                self._sessions.slow_consumer_disconnects += 1
         assert self._tasks is not None
         self._tasks.cancel_scope.cancel()
 

@@ -12,7 +12,6 @@ class Metrics:
         self._calls: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._latency_buckets: defaultdict[str, list[int]] = defaultdict(lambda: [0] * (len(LATENCY_BUCKETS) + 1))
         self._latency_sum: defaultdict[str, float] = defaultdict(float)
-        self.gauges: dict[str, float] = {}
         self._sampled: dict[str, tuple[Literal["gauge", "counter"], Callable[[], float]]] = {}
 
     def sample(self, name: str, kind: Literal["gauge", "counter"], read: Callable[[], float]) -> None:
@@ -49,8 +48,6 @@ class Metrics:
                 lines.append(f'parley_operation_seconds_bucket{{operation="{operation}",le="{le}"}} {cumulative}')
             lines.append(f'parley_operation_seconds_sum{{operation="{operation}"}} {self._latency_sum[operation]}')
             lines.append(f'parley_operation_seconds_count{{operation="{operation}"}} {cumulative}')
-        for name, value in sorted(self.gauges.items()):
-            lines += [f"# TYPE {name} gauge", f"{name} {value}"]
         for name, (kind, read) in sorted(self._sampled.items()):
             lines += [f"# TYPE {name} {kind}", f"{name} {read()}"]
         return "\n".join(lines) + "\n"

@@ -135,6 +135,17 @@ async def event_socket(server: HubServer, agent: Agent, after: int | None = 0) -
         yield stream
 
 
+def unlabelled_series(text: str) -> dict[str, float]:
+    """Every series of the hub's /metrics `text` that carries no labels, by name."""
+    return {name: float(value) for name, value in (line.split() for line in text.splitlines()
+                                                  if line.startswith("parley_") and "{" not in line)}
+
+
+async def metric_values(http: httpx.AsyncClient) -> dict[str, float]:
+    """The hub's unlabelled /metrics series, by name (gauges and counters it keeps)."""
+    return unlabelled_series((await http.get("/metrics")).text)
+
+
 async def events_list_count(http: httpx.AsyncClient, outcome: str | None = None) -> int:
     """How many `events.list` calls the hub finished (with `outcome`, or all): from its /metrics."""
     text = (await http.get("/metrics")).text

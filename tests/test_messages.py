@@ -10,7 +10,7 @@ import psycopg
 
 from .client import Agent, HubClient
 from .conftest import ServerFactory, sqlite_only
-from .messaging import all_events, direct, group, raises_code, send, timeline
+from .messaging import all_events, direct, group, metric_values, raises_code, send, timeline
 from .servers import HubServer
 
 KIB = 1024
@@ -282,20 +282,13 @@ async def test_a_page_read_again_shows_every_change_since_and_only_what_the_read
     assert list(await page(bob)) == list(after)
 
 
-async def _counters(hub: HubClient) -> dict[str, float]:
-    """Every unlabelled series of the hub's /metrics."""
-    lines = (await hub.http.get("/metrics")).text.splitlines()
-    return {name: float(value) for name, value in (line.split() for line in lines
-                                                  if line.startswith("parley_") and "{" not in line)}
-
-
 async def test_metrics_count_the_stores_writes_and_the_writers_time(hub: HubClient, alice: Agent, bob: Agent) -> None:
     """/metrics has the writer's figures (`bench.send` reports them): writes, batches, its time."""
     conversation_id = await group(hub, alice, bob)
-    before = await _counters(hub)
+    before = await metric_values(hub.http)
     for n in range(3):
         await send(hub, alice, conversation_id, f"counted {n}")
-    after = await _counters(hub)
+    after = await metric_values(hub.http)
     assert after["parley_store_writes_total"] - before["parley_store_writes_total"] >= 3
     assert after["parley_store_commits_total"] > before["parley_store_commits_total"]
     assert after["parley_store_writer_seconds_total"] > before["parley_store_writer_seconds_total"]
@@ -307,11 +300,11 @@ async def test_metrics_count_the_views_of_messages_served_and_built(hub: HubClie
     conversation_id = await group(hub, alice, bob)
     for n in range(3):
         await send(hub, alice, conversation_id, f"counted {n}")
-    before = await _counters(hub)
+    before = await metric_values(hub.http)
     await timeline(hub, bob, conversation_id)  # 4 messages with the group's creation: built
-    built = await _counters(hub)
+    built = await metric_values(hub.http)
     await timeline(hub, bob, conversation_id)  # served
-    served = await _counters(hub)
+    served = await metric_values(hub.http)
     assert built["parley_message_views_misses_total"] - before["parley_message_views_misses_total"] == 4
     assert built["parley_message_views_bytes"] > before["parley_message_views_bytes"]
     assert served["parley_message_views_hits_total"] - built["parley_message_views_hits_total"] == 4

@@ -14,6 +14,7 @@ from bridges.client._websocket import ConnectionClosed, HandshakeRejected, WebSo
 
 from .client import Agent, HubClient, RpcError, RpcSocket, unique_handle
 from .conftest import sqlite_only
+from .messaging import metric_values
 from .servers import HubServer, drop_postgres_database, make_server
 
 TIGHT = {"max_frame_bytes": "2048", "ws_heartbeat_seconds": "0.2", "ws_auth_timeout_seconds": "0.5",
@@ -345,11 +346,7 @@ async def test_many_concurrent_requests_on_one_connection_are_each_answered_with
 
 async def gauge(client: HubClient, name: str) -> int:
     """A gauge of the hub's /metrics (0 until it is set)."""
-    text = (await client.http.get("/metrics")).text
-    for line in text.splitlines():
-        if line.startswith(f"{name} "):
-            return int(float(line.split()[1]))
-    return 0
+    return int((await metric_values(client.http)).get(name, 0))
 
 
 async def _slow_consumer_disconnects(client: HubClient) -> int:

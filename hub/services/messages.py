@@ -258,7 +258,7 @@ class MessageService:
         if last - first < 2 * len(seqs):
             return [row for row in message_queries.messages_between(conn, conversation_id, first, last)
                     if row["id"] in seqs]
-        return list(message_queries.messages_by_id(conn, list(seqs)).values())
+        return message_queries.messages_by_id(conn, list(seqs))
 
     async def get(self, caller_id: str, message_id: str) -> Message:
         return await self._store.read(lambda conn: message_of(visible_message(conn, message_id, caller_id)[2]),

@@ -103,10 +103,9 @@ def list_message_versions(
 _by_ids = select(messages).where(messages.c.id.in_(bindparam("message_ids", expanding=True)))
 
 
-def messages_by_id(conn: Connection, message_ids: Collection[str]) -> dict[str, RowMapping]:
-    """The messages with these ids, by id."""
-    rows = conn.execute(_by_ids, {"message_ids": list(message_ids)}).mappings()
-    return {row["id"]: row for row in rows}
+def messages_by_id(conn: Connection, message_ids: Collection[str]) -> Sequence[RowMapping]:
+    """The messages with these ids."""
+    return conn.execute(_by_ids, {"message_ids": list(message_ids)}).mappings().all()
 
 
 _seq_range = (
