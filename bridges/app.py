@@ -27,7 +27,7 @@ from .docs_page import docs_routes
 from .files import file_routes
 from .forwarded import TrustedProxies
 from .front_page import front_page_routes
-from .http_framing import RefuseAmbiguousFraming
+from .http_framing import CloseWhenBodyUnread, RefuseAmbiguousFraming
 from .http_rpc import rpc_endpoint
 from .jsonrpc import Framing
 from .openapi import openapi_document
@@ -180,7 +180,7 @@ def create_app(settings: Settings) -> Starlette:
         *rest_routes(),
         *mcp.routes(),
     ]
-    middleware = [Middleware(RefuseAmbiguousFraming)]
+    middleware = [Middleware(RefuseAmbiguousFraming), Middleware(CloseWhenBodyUnread)]
     ws: ASGIApp = websocket_app
     if settings.trusted_proxies:
         # Behind a trusted load balancer, the client address (for per-address rate limits) is the one it forwards.
