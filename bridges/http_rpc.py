@@ -80,7 +80,7 @@ async def rpc_endpoint(request: Request) -> Response:
         return error_response(error, {"WWW-Authenticate": "Bearer"} if error.http_status == 401 else None)
 
     async def execute(call: RpcRequest) -> Any:
-        return await hub.dispatch(caller, call.method, call.params)
+        return await hub.dispatch_model(caller, call.method, call.params)
 
     response: Any = None
     async with anyio.create_task_group() as tg:
@@ -94,7 +94,7 @@ async def rpc_endpoint(request: Request) -> Response:
         tg.cancel_scope.cancel()
     if response is None:
         return Response(status_code=204)  # only notifications; or the client has gone and reads nothing
-    return JSONResponse(response)
+    return Response(response, media_type="application/json")
 
 
 async def until_disconnected(request: Request) -> None:

@@ -23,7 +23,6 @@ When the server stops (SIGTERM), `WebSocketSessions.go_away` closes every connec
 away): each stops reading, answers the requests it has in flight (for a moment), then closes.
 """
 
-import json
 import logging
 import math
 from collections import OrderedDict, deque
@@ -45,14 +44,13 @@ from hub.principal import Principal
 from hub.services.events import EventStream
 from hub.services.identity import Verified
 from hub.validation import invalid_params
-from protocol import jsonrpc
 from protocol import websocket as ws_protocol
 from protocol.errors import Conflict, HubError
 from protocol.events import EVENT_NOTIFICATION, SUBSCRIBE_METHOD, Event, SubscribeResult
 from protocol.identity import AuthenticateParams, AuthenticateResult
 
 from .credentials import address_of, credential_from
-from .jsonrpc import Framing, Request
+from .jsonrpc import Framing, Request, encode_notification
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +81,7 @@ class EventFrames:
         cached = self._frames.get(id(event))
         if cached is not None and cached[0] is event:
             return cached[1]
-        text = json.dumps(jsonrpc.notification(EVENT_NOTIFICATION, event.model_dump(mode="json")),
-                          separators=(",", ":"))
+        text = encode_notification(EVENT_NOTIFICATION, event)
         self._frames[id(event)] = (event, text)
         if len(self._frames) > self._size:
             self._frames.popitem(last=False)
@@ -282,8 +279,8 @@ class WebSocketSession:
                             f"authenticate within {self._settings.ws_auth_timeout_seconds:g}s")
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self._settings.ws_heartbeat_seconds
-            self._enqueue(jsonrpc.notification(ws_protocol.HEARTBEAT_METHOD,
-                                               {"time": self._hub.clock.now().isoformat()}))
+            self._enqueue(encode_notification(ws_protocol.HEARTBEAT_METHOD,
+                                              {"time": self._hub.clock.now().isoformat()}))
 
     async def _handle(self, payload: str | bytes) -> None:
         try:
@@ -313,7 +310,7 @@ class WebSocketSession:
             self._quiet.set()
             self._quiet = None
 
-    def _enqueue(self, frame: dict[str, Any] | list[dict[str, Any]]) -> None:
+    def _enqueue(self, frame: str) -> None:
         """Queue a frame for the writer task, starting one (with a fresh queue) if none runs."""
         if self._outbound is None:
             self._outbound = deque()
@@ -322,7 +319,7 @@ class WebSocketSession:
         elif len(self._outbound) >= self._settings.ws_outbound_queue:
             self._close(ws_protocol.TRY_AGAIN_LATER, "outbound queue full: the client is not reading; reconnect")
             return
-        self._outbound.append(json.dumps(frame, separators=(",", ":")))
+        self._outbound.append(frame)
 
     @asynccontextmanager
     async def _sending(self) -> AsyncIterator[None]:
@@ -370,7 +367,7 @@ class WebSocketSession:
             return await self._authenticate(request.params)
         if request.method == SUBSCRIBE_METHOD:
             return await self._subscribe(request.params)
-        return await self._hub.dispatch(await self._caller(), request.method, request.params)
+        return await self._hub.dispatch_model(await self._caller(), request.method, request.params)
 
     async def _authenticate(self, params: Any) -> dict[str, Any]:
         try:

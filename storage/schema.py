@@ -43,6 +43,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class EncodedJson(str):
+    """A JSON column's value already encoded as JSON text (by pydantic's serializer, say): the store
+    writes it as it is, instead of encoding a Python value again (see `store.create_store_engine`)."""
+
+
 metadata = MetaData()
 
 agents = Table(

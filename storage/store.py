@@ -28,6 +28,8 @@ from pydantic_core import from_json
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from storage.schema import EncodedJson
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -93,16 +95,21 @@ def _json_value(text: str | bytes) -> Any:
         return json.loads(text)
 
 
+def _json_text(value: Any) -> str:
+    """A JSON column's text: an `EncodedJson` as it is, anything else encoded by `json.dumps`."""
+    return value if isinstance(value, EncodedJson) else json.dumps(value)
+
+
 def create_store_engine(url: str) -> Engine:
     """An engine for `url` (`sqlite:///path` or `postgresql+psycopg://…`) with Parley's settings."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False}, pool_size=READ_THREADS + 1,
-                               json_deserializer=_json_value)
+                               json_serializer=_json_text, json_deserializer=_json_value)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_size=READ_THREADS + 1, max_overflow=0, pool_pre_ping=True,
-                         json_deserializer=_json_value)
+                         json_serializer=_json_text, json_deserializer=_json_value)
 
 
 class Store:

@@ -144,7 +144,7 @@ def emit(
     )
     subject = message.message_id if message is not None else memory_id or subject_id
     cursor = event_queries.insert_event(
-        conn, type=type.value, subject_id=subject, payload=event.model_dump(mode="json", exclude={"cursor"}),
+        conn, type=type.value, subject_id=subject, payload=event.model_dump_json(exclude={"cursor"}),
         created_at=now,
     )
     event_queries.insert_deliveries(conn, cursor, to)

@@ -6,7 +6,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, RowMapping, func, select, update
 
-from storage.schema import deliveries, events
+from storage.schema import EncodedJson, deliveries, events
 
 from ._prepared import Prepared
 
@@ -48,11 +48,10 @@ _insert_event = Prepared(
 _insert_deliveries = Prepared(deliveries.insert(), column_keys=("agent_id", "event_id"))
 
 
-def insert_event(
-    conn: Connection, *, type: str, subject_id: str | None, payload: dict[str, Any], created_at: datetime
-) -> int:
-    """Append one event about `subject_id` (the message or memory its payload carries); return its cursor."""
-    return int(_insert_event.scalar(conn, {"type": type, "subject_id": subject_id, "payload": payload,
+def insert_event(conn: Connection, *, type: str, subject_id: str | None, payload: str, created_at: datetime) -> int:
+    """Append one event about `subject_id` (the message or memory its payload carries); return its cursor.
+    `payload` is the event's JSON text, stored as it is."""
+    return int(_insert_event.scalar(conn, {"type": type, "subject_id": subject_id, "payload": EncodedJson(payload),
                                            "created_at": created_at}))
 
 
