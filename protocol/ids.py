@@ -30,13 +30,14 @@ DELIVERY: Final = "whd"
 SCHEDULE: Final = "sch"
 
 
+_PAIRS: Final = [first + second for first in _ALPHABET for second in _ALPHABET]
+"""The two characters of every 10-bit value: 13 lookups write an ID's 26 characters."""
+_SHIFTS: Final = tuple(range(120, -1, -10))
+
+
 def new_id(prefix: str) -> str:
     value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return f"{prefix}_{''.join(reversed(chars))}"
+    return f"{prefix}_{''.join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])}"
 
 
 def is_id(prefix: str, value: str) -> bool:
