@@ -41,7 +41,7 @@ from hub.config import ConfigError, Settings
 from hub.secrets import ServerKeys
 
 from .app import create_app, migrate
-from .ws_rpc import CLOSE_TIMEOUT, WebSocketSessions
+from .ws_rpc import CLOSE_TIMEOUT, SEND_MANY, WebSocketSessions
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,9 @@ def _lean_websocket_protocol() -> type:
     - `asyncio.Queue` for the ASGI `receive` and `asyncio.Event` for "writable": four deques of about
       0.7 KiB each, even empty, replaced by `_Inbox` and `_Flag`.
     """
+    from uvicorn.protocols.utils import ClientDisconnected
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from websockets.exceptions import InvalidState
 
     class LeanWebSocketsProtocol(WebSocketsSansIOProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -268,6 +270,7 @@ def _lean_websocket_protocol() -> type:
 
         def handle_connect(self, event: Any) -> None:
             super().handle_connect(event)
+            self.scope["extensions"][SEND_MANY] = {}
             # The request is not read again: the scope has its headers, and the response is made. Its
             # parsed headers are emptied too, because websockets' handshake parser keeps the request
             # in a local of its generator, which goes on to parse every frame of the connection.
@@ -275,9 +278,26 @@ def _lean_websocket_protocol() -> type:
             self.request = None
 
         async def send(self, message: Any) -> None:
+            if message["type"] == SEND_MANY:
+                await self._send_many(message["texts"])
+                return
             await super().send(message)
             if self.handshake_complete:
                 self.response = None  # read by the accept only
+
+        async def _send_many(self, texts: list[str]) -> None:
+            """Several text frames in one write to the transport: `websocket.send`'s checks, once."""
+            await self.writable.wait()
+            if self.disconnected:
+                raise ClientDisconnected()
+            if self.close_sent or not self.handshake_complete:
+                raise RuntimeError(f"{SEND_MANY} before the accept or after the close")
+            try:
+                for text in texts:
+                    self.conn.send_text(text.encode())
+            except InvalidState:
+                raise ClientDisconnected() from None
+            self.transport.write(b"".join(self.conn.data_to_send()))
 
     return LeanWebSocketsProtocol
 
@@ -354,9 +374,10 @@ def _install_websocket_keepalive(interval: float, timeout: float) -> _PingSchedu
     """
     from hypercorn.events import Closed
     from hypercorn.protocol import h11
-    from hypercorn.protocol.events import Data, Event
-    from hypercorn.protocol.ws_stream import WSStream
-    from wsproto.events import Ping
+    from hypercorn.protocol.events import Data, Event, Request
+    from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+    from wsproto.events import Ping, TextMessage
+    from wsproto.utilities import LocalProtocolError
 
     schedule = _PingSchedule()
 
@@ -375,6 +396,19 @@ def _install_websocket_keepalive(interval: float, timeout: float) -> _PingSchedu
             if isinstance(event, Data):
                 self._heard = True
             await super().handle(event)
+            if isinstance(event, Request):
+                self.scope["extensions"][SEND_MANY] = {}
+
+        async def app_send(self, message: Any) -> None:
+            if message is None or message["type"] != SEND_MANY:
+                await super().app_send(message)
+            elif not self.closed and self.state == ASGIWebsocketState.CONNECTED:
+                # Several frames, one write to the socket: `websocket.send`'s checks, once.
+                try:
+                    data = b"".join(self.connection.send(TextMessage(data=text)) for text in message["texts"])
+                except LocalProtocolError:  # closing: as hypercorn drops a frame sent then
+                    return
+                await self.send(Data(stream_id=self.stream_id, data=data))
 
         async def _send_pings(self) -> None:
             # Called once the connection is accepted. As uvicorn: a ping `interval` after the

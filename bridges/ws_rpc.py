@@ -62,6 +62,10 @@ SLOW_CONSUMER_METRIC = "parley_ws_slow_consumer_disconnects"
 """How many connections were closed with 1013 because their client did not read (a /metrics gauge)."""
 EVENT_BATCH: Final = 64
 """Events written per wake-up of a stream, under one credential check and one turn at sending."""
+SEND_MANY: Final = "parley.websocket.send_many"
+"""An ASGI extension of the hub's own servers (`bridges/runner.py`): a message of this type carries
+several text frames (`texts`), written to the socket in one write rather than one write each. Under
+a server without it in the scope's extensions, frames go one `websocket.send` at a time."""
 
 
 class EventFrames:
@@ -141,12 +145,16 @@ class WebSocketSession:
     """One connection. Owns its tasks; all of them end when the connection does."""
 
     # Slots, not a __dict__: one of these per open connection.
-    __slots__ = ("_ws", "_hub", "_framing", "_sessions", "_settings", "_address", "_credential", "_verified",
-                 "_close_with", "_outbound", "_next_heartbeat", "_auth_deadline", "_in_flight", "_slot_freed",
-                 "_reading", "_drain_until", "_quiet", "_tasks", "_sender_busy", "_sender_free", "_streaming")
+    __slots__ = ("_ws", "_send", "_hub", "_framing", "_sessions", "_settings", "_address", "_credential",
+                 "_verified", "_close_with", "_outbound", "_next_heartbeat", "_auth_deadline", "_in_flight",
+                 "_slot_freed", "_reading", "_drain_until", "_quiet", "_tasks", "_sender_busy", "_sender_free",
+                 "_streaming")
 
-    def __init__(self, websocket: WebSocket, hub: Hub, framing: Framing, sessions: WebSocketSessions) -> None:
+    def __init__(self, websocket: WebSocket, send: Send, hub: Hub, framing: Framing,
+                 sessions: WebSocketSessions) -> None:
         self._ws = websocket
+        self._send = send
+        """The server's ASGI `send`, for `SEND_MANY` (Starlette's `WebSocket.send` refuses other types)."""
         self._hub = hub
         self._framing = framing
         self._sessions = sessions
@@ -343,12 +351,28 @@ class WebSocketSession:
         """Write the queued frames, then end and drop the queue: an idle connection holds neither."""
         try:
             while queue:
-                text = queue.popleft()
+                # All that is queued by now: a group commit answers many requests at once.
+                texts = list(queue)
+                queue.clear()
                 async with self._sending():
-                    await self._ws.send_text(text)
+                    await self._write(texts)
         finally:
             self._outbound = None
             self._settle()
+
+    async def _write(self, texts: list[str]) -> None:
+        """Write `texts` as frames, in order; the caller has its turn at sending (`_sending`).
+
+        The extension is looked up here, not when the session starts: hypercorn may start the app
+        before its stream has added it to the scope."""
+        if SEND_MANY not in (self._ws.scope.get("extensions") or {}):
+            for text in texts:
+                await self._ws.send_text(text)
+            return
+        try:
+            await self._send({"type": SEND_MANY, "texts": texts})
+        except OSError:  # as Starlette's `send_text`: the peer is gone
+            raise WebSocketDisconnect(code=1006) from None
 
     async def _caller(self) -> Principal:
         """The caller, authenticated again only when a credential may have changed or expired since."""
@@ -408,8 +432,7 @@ class WebSocketSession:
                     # Checked per batch, as per call: a revoked key or a suspension ends the stream at once.
                     await self._caller()
                     async with self._sending():
-                        for event in batch:
-                            await self._ws.send_text(_event_frames.frame(event))
+                        await self._write([_event_frames.frame(event) for event in batch])
             except SubscriberLagged as lag:
                 reason = f"too slow for live events; resume after cursor {lag.last_cursor}"
                 self._close(ws_protocol.TRY_AGAIN_LATER, reason)
@@ -422,7 +445,7 @@ async def websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
     frame between the server and the session stays suspended under each connection for its life."""
     websocket = WebSocket(scope, receive, send)
     state = websocket.state
-    await WebSocketSession(websocket, state.hub, state.framing, state.websockets).run()
+    await WebSocketSession(websocket, send, state.hub, state.framing, state.websockets).run()
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
