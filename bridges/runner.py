@@ -257,6 +257,8 @@ def _lean_websocket_protocol() -> type:
       response has been sent;
     - `asyncio.Queue` for the ASGI `receive` and `asyncio.Event` for "writable": four deques of about
       0.7 KiB each, even empty, replaced by `_Inbox` and `_Flag`.
+
+    It also takes `SEND_MANY`: several text frames in one transport write.
     """
     from uvicorn.protocols.utils import ClientDisconnected
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -371,6 +373,9 @@ def _install_websocket_keepalive(interval: float, timeout: float) -> _PingSchedu
     it, until the kernel gave up on the socket. Here a peer must be heard from (its pong, or any frame)
     within `timeout` of each ping, or its socket is closed, which ends the app's session too. Only for
     HTTP/1.1 connections: closing the socket would end every stream of an HTTP/2 one.
+
+    The same WebSocket stream takes `SEND_MANY` (several frames, one socket write), as
+    `_lean_websocket_protocol` does on uvicorn.
     """
     from hypercorn.events import Closed
     from hypercorn.protocol import h11
