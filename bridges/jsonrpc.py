@@ -43,16 +43,21 @@ def encode(response: dict[str, Any] | list[dict[str, Any]]) -> str:
         return "[" + ",".join(map(encode, response)) + "]"
     result = response.get("result")
     if isinstance(result, BaseModel):
-        return (f'{{"jsonrpc":"{jsonrpc.VERSION}","id":{json.dumps(response["id"])},'
-                f'"result":{result.model_dump_json()}}}')
+        return _with_model(f'"id":{json.dumps(response["id"])}', "result", result)
     return json.dumps(response, separators=(",", ":"))
 
 
 def encode_notification(method: str, params: BaseModel | dict[str, Any]) -> str:
     """A notification as JSON text; params that are a model are serialized as `encode` does a result."""
     if isinstance(params, BaseModel):
-        return f'{{"jsonrpc":"{jsonrpc.VERSION}","method":{json.dumps(method)},"params":{params.model_dump_json()}}}'
+        return _with_model(f'"method":{json.dumps(method)}', "params", params)
     return json.dumps(jsonrpc.notification(method, params), separators=(",", ":"))
+
+
+def _with_model(member: str, name: str, model: BaseModel) -> str:
+    """The envelope written by hand around `model`'s own JSON: its one other member (the id, the method)
+    is JSON text already. (Joining generic `json` output to the model's cost 5-9 µs more a frame.)"""
+    return f'{{"jsonrpc":"{jsonrpc.VERSION}",{member},"{name}":{model.model_dump_json()}}}'
 
 
 class Framing:

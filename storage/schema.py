@@ -45,7 +45,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         def sqlite_text(value: datetime | None) -> str | None:
             # SQLite's DATETIME text ("2026-12-05 09:30:00.000000"), written by `isoformat` in C: a send
             # binds a time three times, and SQLAlchemy's %-formatting took twice as long.
-            return None if value is None else value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            naive = self.process_bind_param(value, dialect)
+            return None if naive is None else naive.isoformat(" ", "microseconds")
 
         return sqlite_text
 
