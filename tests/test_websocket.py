@@ -316,6 +316,32 @@ async def test_heartbeats_arrive_as_notifications(tight: HubClient) -> None:
     assert beats[0]["params"]["time"] < beats[1]["params"]["time"] < beats[2]["params"]["time"]
 
 
+@sqlite_only
+async def test_a_request_read_while_the_connection_waits_for_a_slot_survives_a_heartbeat(start_hub: Any) -> None:
+    """One request in flight at a time and heartbeats every 20 ms: the hub has read the next request
+    and waits for its slot when a heartbeat falls due. That request is still answered."""
+    server: HubServer = start_hub(ws_max_in_flight="1", ws_heartbeat_seconds="0.02")
+    count = 300
+    async with HubClient(server) as client:
+        agent = await client.register("ws-slots")
+        async with await RpcSocket.open(server, agent.access_token) as ws:
+
+            async def send_all() -> None:
+                for i in range(count):
+                    await ws.send(request("auth.whoami", request_id=i))
+
+            answered = set()
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(send_all)
+                    while len(answered) < count:
+                        frame = await ws.receive()
+                        assert frame["result"]["agent"]["agent_id"] == agent.agent_id, frame
+                        answered.add(frame["id"])
+    assert answered == set(range(count))
+    assert ws.notifications and all(frame["method"] == "heartbeat" for frame in ws.notifications)
+
+
 async def test_many_concurrent_requests_on_one_connection_are_each_answered_with_their_id(hub: HubClient) -> None:
     agent = await hub.register("ws-many")
     others = [await hub.register("ws-many-o") for _ in range(3)]
