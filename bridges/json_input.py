@@ -4,7 +4,7 @@ Python's parser takes more than JSON: `NaN` and `Infinity`, numbers too large fo
 infinities), and strings with lone UTF-16 surrogates (`"\\ud800"`), which are not Unicode text and
 cannot be encoded into a response, stored, or echoed back. Every edge reads request bodies and
 frames through `loads`, so such input is refused as bad JSON (HTTP 400, JSON-RPC -32700) where it
-arrives, instead of failing later as a 500. `deeper_than` bounds nesting without recursion.
+arrives, instead of failing later as a 500. Nesting is bounded too, without recursion.
 """
 
 import json
@@ -36,21 +36,30 @@ def _finite(text: str) -> float:
     return value
 
 
-def loads(payload: str | bytes, name: str = "the payload") -> Any:
+_DECODER: Final = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+"""Built once: `json.loads` with hooks builds a decoder and its scanner on every call."""
+
+
+def loads(payload: str | bytes, name: str = "the payload", *, max_depth: int) -> Any:
     """The JSON document in `payload` (called `name` in error messages).
 
     Raises:
+        TooDeep: nesting deeper than `max_depth` levels (or than the parser handles).
         NotJson: not JSON, not UTF-8, `NaN`/`Infinity`, a number out of a float's range or with more
-            than 4300 digits, a lone surrogate in a string, or nesting too deep for the parser.
+            than 4300 digits, or a lone surrogate in a string.
     """
     try:
-        document = json.loads(payload, parse_constant=_no_constant, parse_float=_finite)
+        text = payload if isinstance(payload, str) else payload.decode(json.detect_encoding(payload), "surrogatepass")
+        document = _DECODER.decode(text)
     except NotJson:
         raise
     except RecursionError:
         raise TooDeep(f"{name} nests too deeply") from None
     except ValueError:  # a syntax error, bad UTF-8, or an integer over Python's digit limit
         raise NotJson(f"{name} is not valid JSON") from None
+    # A payload with no more brackets than the limit cannot nest past it: most skip the walk.
+    if text.count("{") + text.count("[") > max_depth and _deeper_than(document, max_depth):
+        raise TooDeep(f"{name} nests deeper than {max_depth} levels")
     raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
     if _SURROGATE.search(raw):  # escaped pairs (an emoji) match too; only a lone one is refused
         _check_strings(document)
@@ -74,7 +83,7 @@ def _check_strings(document: Any) -> None:
             stack.extend(value)
 
 
-def deeper_than(document: Any, limit: int) -> bool:
+def _deeper_than(document: Any, limit: int) -> bool:
     """Whether `document` nests deeper than `limit` levels (iterative: a deep payload cannot exhaust the stack)."""
     stack: list[tuple[Any, int]] = [(document, 0)]
     while stack:

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from protocol import jsonrpc
 from protocol.errors import HubError, InvalidRequest, PayloadTooLarge
 
-from .json_input import NotJson, TooDeep, deeper_than, loads
+from .json_input import NotJson, TooDeep, loads
 
 
 @dataclass(frozen=True)
@@ -73,13 +73,11 @@ class Framing:
 
     async def _response(self, payload: str | bytes, execute: Executor) -> dict[str, Any] | list[dict[str, Any]] | None:
         try:
-            document = loads(payload)
+            document = loads(payload, max_depth=self.max_depth)
         except TooDeep:
             return self._too_deep()
         except NotJson as error:
             return jsonrpc.envelope_error(None, jsonrpc.PARSE_ERROR, InvalidRequest(str(error)))
-        if deeper_than(document, self.max_depth):
-            return self._too_deep()
         if not isinstance(document, list):
             return await self._respond_one(document, execute)
         if not document:

@@ -33,7 +33,7 @@ from .credentials import address_of, principal_from
 from .files import upload_params
 from .http_errors import error_response
 from .http_rpc import is_json, read_body
-from .json_input import NotJson, TooDeep, deeper_than, loads
+from .json_input import NotJson, TooDeep, loads
 from .sse import EventStreamResponse
 
 MAX_QUERY_BYTES: Final = 8192
@@ -68,14 +68,11 @@ async def _body_params(request: Request, hub: Hub) -> dict[str, Any]:
         raise UnsupportedMediaType("send the request body as application/json")
     max_depth = hub.settings.max_json_depth
     try:
-        document = loads(body, "the body")
-        too_deep = deeper_than(document, max_depth)
+        document = loads(body, "the body", max_depth=max_depth)
     except TooDeep:
-        too_deep = True
+        raise InvalidRequest(f"the body nests deeper than {max_depth} levels", {"max_depth": max_depth}) from None
     except NotJson as error:
         raise InvalidRequest(str(error)) from None
-    if too_deep:
-        raise InvalidRequest(f"the body nests deeper than {max_depth} levels", {"max_depth": max_depth})
     if not isinstance(document, dict):
         raise InvalidRequest("the body must be a JSON object")
     return document

@@ -49,7 +49,7 @@ from .services.usage import UsageService
 from .services.webhooks import WebhookService
 from .services.workflows import WorkflowService
 from .usage import ERRORS, REQUESTS, UsageMeter
-from .validation import check_text, invalid_params
+from .validation import check_dumped_text, check_text, invalid_params
 from .workflows.engine import Engine
 from .workflows.steps import Dispatch, fetch_with
 
@@ -333,11 +333,13 @@ class Hub:
             params = {}
         if not isinstance(params, Mapping):
             raise InvalidRequest("params must be an object of named parameters")
-        check_text(params)
         try:
             if from_strings:
+                check_text(params)
                 return op.params.model_validate(params)
-            return op.params.model_validate_json(json.dumps(params), strict=True)
+            dumped = json.dumps(params)
+            check_dumped_text(params, dumped)
+            return op.params.model_validate_json(dumped, strict=True)
         except ValidationError as error:
             raise invalid_params(error, f"params for {op.name}") from None
 

@@ -149,6 +149,17 @@ def check_text(value: Any) -> None:
             stack.extend(item)
 
 
+_BAD_TEXT_ESCAPE: Final = re.compile(r"\\u(?:0000|d[89a-f])")
+"""How `json.dumps` (ASCII output) writes a NUL or a surrogate: without one, no string holds either."""
+
+
+def check_dumped_text(value: Any, dumped: str) -> None:
+    """`check_text(value)`, where `dumped` is `json.dumps(value)`: walked only when the text shows an escape
+    that may be a NUL or a lone surrogate (an emoji's pair matches too), so most params are not walked."""
+    if _BAD_TEXT_ESCAPE.search(dumped):
+        check_text(value)
+
+
 def _check_string(text: str) -> None:
     if "\x00" in text:
         raise InvalidRequest("strings must not contain the NUL character (U+0000)")

@@ -267,6 +267,9 @@ async def test_json_deeper_than_max_json_depth_is_refused_whole(hub: HubClient) 
     body = (await hub.post_rpc(at_limit)).json()  # 32 levels: reaches the operation, which refuses `x`
     assert (error_of(body)["code"], [e["field"] for e in error_of(body)["data"]["details"]["errors"]]) == (-32602,
                                                                                                            ["x"])
+    # Brackets inside a string are not nesting: the request reaches the operation too.
+    body = (await hub.post_rpc(request("auth.register", {"handle": handle, "x": "[{" * 100}))).json()
+    assert [e["field"] for e in error_of(body)["data"]["details"]["errors"]] == ["x"]
     for depth in (33, 600):
         body = (await hub.post_rpc([register(handle), request("auth.whoami", {"x": nested(depth - 2)})])).json()
         assert isinstance(body, dict), depth
