@@ -260,8 +260,8 @@ class WebSocketSession:
         """Start a task for each frame the client sends, until it goes, keeping the timers meanwhile.
 
         One cancel scope per timer period, not one per frame: entering a scope with a deadline costs
-        5-7 µs, 5% of the loop's time for a send. A frame received but not yet started is kept across
-        a timer's cancel."""
+        5-7 µs, against about 80 µs of the loop's time for a whole send. A frame received but not yet
+        started is kept across a timer's cancel."""
         frame: str | bytes | None = None
         while True:
             with anyio.CancelScope(deadline=min(self._next_heartbeat, self._auth_deadline)):
