@@ -25,19 +25,22 @@ from sqlalchemy.sql.elements import ClauseElement
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
-    names: tuple[str, ...]
-    """Bind names in the order of a positional paramstyle; empty for a named one."""
     fixed: dict[str, Any]
     """Values of the binds the statement carries itself (`last_seq + 1`)."""
     processors: tuple[tuple[str, Callable[[Any], Any]], ...]
+    positions: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    """Bind names in the order of a positional paramstyle, each with its processor (values are built in
+    one pass); empty for a named one."""
 
     def arguments(self, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
-        values = {**self.fixed, **params} if self.fixed else dict(params)
+        values = {**self.fixed, **params} if self.fixed else params
+        if self.positions:
+            return tuple([values[name] if process is None else process(values[name])
+                          for name, process in self.positions])
+        named = dict(values)
         for name, process in self.processors:
-            values[name] = process(values[name])
-        if self.names:
-            return tuple([values[name] for name in self.names])
-        return values
+            named[name] = process(named[name])
+        return named
 
 
 class Prepared:
@@ -68,7 +71,9 @@ class Prepared:
             if process is not None:
                 processors.append((name, process))
         names = tuple(compiled.positiontup or ()) if dialect.positional else ()
-        return _Compiled(compiled.string, names, fixed, tuple(processors))
+        by_name = dict(processors)
+        positions = tuple((name, by_name.get(name)) for name in names)
+        return _Compiled(compiled.string, fixed, tuple(processors), positions)
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """Run the statement with `params` (by bind name); the DBAPI cursor, to fetch from."""
