@@ -265,35 +265,28 @@ class WebSocketSession:
         frame: str | bytes | None = None
         while True:
             with anyio.CancelScope(deadline=min(self._next_heartbeat, self._auth_deadline)):
-                while True:
-                    if frame is None:
-                        if (frame := await self._receive()) is None:
-                            return
-                        if self._too_big(frame):
-                            return
+                while frame is not None or (frame := await self._receive()) is not None:
                     await self._take_slot()
                     tg.start_soon(self._handle, frame)
                     frame = None
+                return
             self._on_timer()
 
     async def _receive(self) -> str | bytes | None:
-        """The client's next frame; None once it has gone."""
+        """The client's next frame; None once it has gone, or once a frame over the limit closed the
+        connection (counted in bytes: a server's own limit may count the characters of a text frame)."""
         try:
             message = await self._ws.receive()
         except WebSocketDisconnect:
             return None
         if message["type"] == "websocket.disconnect":
             return None
-        return message.get("text") or message.get("bytes") or b""
-
-    def _too_big(self, frame: str | bytes) -> bool:
-        """Close the connection over a frame above the limit, counted in bytes: a server's own limit may
-        count the characters of a text frame."""
+        frame: str | bytes = message.get("text") or message.get("bytes") or b""
         limit = self._settings.max_frame_bytes
-        if len(frame.encode() if isinstance(frame, str) else frame) <= limit:
-            return False
-        self._close(ws_protocol.MESSAGE_TOO_BIG, f"frames are limited to {limit} bytes")
-        return True
+        if len(frame.encode() if isinstance(frame, str) else frame) > limit:
+            self._close(ws_protocol.MESSAGE_TOO_BIG, f"frames are limited to {limit} bytes")
+            return None
+        return frame
 
     def _on_timer(self) -> None:
         now = anyio.current_time()

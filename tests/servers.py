@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
@@ -82,13 +83,13 @@ class HubServer:
             self._admin = json.loads(bootstrap.stdout)
         return self._admin
 
-    def launch(self) -> None:
-        """Start the hub process on this server's port and data (again, after `stop`)."""
+    def launch(self, command: Sequence[str] | None = None) -> None:
+        """Start the hub process on this server's port and data (again, after `stop`): `parley serve`, or
+        `command`, which must serve the hub on `port`."""
+        if command is None:
+            command = parley_command("serve", "--backend", self.backend, "--port", str(self.port), *self.serve_args)
         with open(self.data_dir / "server.log", "ab") as log:
-            self.process = subprocess.Popen(
-                parley_command("serve", "--backend", self.backend, "--port", str(self.port), *self.serve_args),
-                env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )
+            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -2,7 +2,6 @@
 
 import json
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -11,7 +10,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import httpx
 import pytest
 
 from bridges.client._websocket import ConnectionClosed, HandshakeRejected, WebSocketConnection
@@ -354,14 +352,8 @@ async def test_frames_go_one_send_at_a_time_under_a_server_without_send_many(
     `parley.websocket.send_many` and writes each frame with its own `websocket.send`: pipelined
     requests are all answered, with their ids."""
     server = make_server("asyncio", store_kind, tmp_path)
-    with open(tmp_path / "server.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "tests.stock_uvicorn", str(server.port)], env=server.env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+    server.launch([sys.executable, "-m", "tests.stock_uvicorn", str(server.port)])
     try:
-        with anyio.fail_after(30):
-            while (await anyio.to_thread.run_sync(_health, server)) != 200:
-                assert process.poll() is None, server.log()
-                await anyio.sleep(0.05)
         async with HubClient(server) as client:
             agent = await client.register("ws-stock")
         count = 50
@@ -373,15 +365,7 @@ async def test_frames_go_one_send_at_a_time_under_a_server_without_send_many(
         assert sorted(answer["id"] for answer in answers) == list(range(count))
         assert {answer["result"]["agent"]["agent_id"] for answer in answers} == {agent.agent_id}
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _health(server: HubServer) -> int:
-    try:
-        return httpx.get(server.url + "/health", timeout=1).status_code
-    except httpx.HTTPError:
-        return 0
+        server.stop()  # stock uvicorn ends by re-raising SIGTERM: its exit code is not the hub's to check
 
 
 async def test_many_concurrent_requests_on_one_connection_are_each_answered_with_their_id(hub: HubClient) -> None:

@@ -27,20 +27,16 @@ class _Compiled:
     sql: str
     fixed: dict[str, Any]
     """Values of the binds the statement carries itself (`last_seq + 1`)."""
-    processors: tuple[tuple[str, Callable[[Any], Any]], ...]
-    positions: tuple[tuple[str, Callable[[Any], Any] | None], ...]
-    """Bind names in the order of a positional paramstyle, each with its processor (values are built in
-    one pass); empty for a named one."""
+    binds: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    """Each bind's name and processor, in the order of a positional paramstyle."""
+    positional: bool
 
     def arguments(self, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        """The DBAPI parameters for `params`, processed, in one pass over the binds."""
         values = {**self.fixed, **params} if self.fixed else params
-        if self.positions:
-            return tuple([values[name] if process is None else process(values[name])
-                          for name, process in self.positions])
-        named = dict(values)
-        for name, process in self.processors:
-            named[name] = process(named[name])
-        return named
+        if self.positional:
+            return tuple([values[name] if process is None else process(values[name]) for name, process in self.binds])
+        return {name: values[name] if process is None else process(values[name]) for name, process in self.binds}
 
 
 class Prepared:
@@ -62,18 +58,11 @@ class Prepared:
     def _compile(self, dialect: Dialect) -> _Compiled:
         compiled = self._statement.compile(dialect=dialect, column_keys=self._column_keys)
         assert "POSTCOMPILE" not in compiled.string, "no expanding or render-time binds in a prepared statement"
-        fixed: dict[str, Any] = {}
-        processors: list[tuple[str, Callable[[Any], Any]]] = []
-        for name, bind in compiled.binds.items():
-            if not bind.required:
-                fixed[name] = bind.effective_value
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None:
-                processors.append((name, process))
-        names = tuple(compiled.positiontup or ()) if dialect.positional else ()
-        by_name = dict(processors)
-        positions = tuple((name, by_name.get(name)) for name in names)
-        return _Compiled(compiled.string, fixed, tuple(processors), positions)
+        fixed = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
+        names = compiled.positiontup if dialect.positional else list(compiled.binds)
+        binds = tuple((name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+                      for name in names or ())
+        return _Compiled(compiled.string, fixed, binds, dialect.positional)
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """Run the statement with `params` (by bind name); the DBAPI cursor, to fetch from."""
