@@ -130,10 +130,11 @@ async def test_reading_on_sqlite_runs_its_statements_in_the_event_loop_thread(tm
         def record(*_args: Any) -> None:
             threads.add(threading.get_ident())
 
-        event.listen(local.hub.store.engine, "before_execute", record)
+        # Where a read takes its connection from the pool: prepared statements pass no `Connection.execute`.
+        event.listen(local.hub.store.engine, "checkout", record)
         try:
             for conversation_id in conversation_ids:
                 await local.as_agent(alice, operation, READS[operation](conversation_id, bob))
         finally:
-            event.remove(local.hub.store.engine, "before_execute", record)
+            event.remove(local.hub.store.engine, "checkout", record)
         assert threads == {threading.get_ident()}

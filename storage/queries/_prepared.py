@@ -1,25 +1,32 @@
-"""Statements run straight on the connection's DBAPI cursor: the few that run for every message sent.
+"""Statements run straight on the connection's DBAPI cursor: those that run for every message sent or read.
 
-`Connection.execute` spends 15-20 µs of Python per statement before the database sees it (cache
+`Connection.execute` spends 25-40 µs of Python per statement before the database sees it (cache
 lookup, execution context, parameter processing, result object), where SQLite then takes 2-4 µs;
-a send runs about ten statements (bench/send.py). A `Prepared` statement is compiled once per
-dialect by SQLAlchemy itself (the same SQL, the same bind processing: UTC datetimes, JSON), then
-executed on the DBAPI cursor of the caller's connection, inside the caller's transaction or
-savepoint. Errors are wrapped as `Connection.execute` wraps them (`sqlalchemy.exc.IntegrityError`…).
+a send runs about ten statements (bench/send.py), a `conversations.get` eight. A `Prepared` statement
+is compiled once per dialect by SQLAlchemy itself (the same SQL, the same bind and result
+processing: UTC datetimes, JSON), then executed on the DBAPI cursor of the caller's connection,
+inside the caller's transaction or savepoint. Errors are wrapped as `Connection.execute` wraps them
+(`sqlalchemy.exc.IntegrityError`…).
 
-Rows come back as plain tuples, with no result processing: prepare only statements whose result
-columns need none (integers, strings), and bind parameters that are neither expanding (`IN`) nor
-rendered at execution time.
+Rows come back as plain tuples with no result processing (`first`, `all`, `column`: prepare for
+those only statements whose columns need none: integers, strings), or as dicts by column key with
+each column's result processing (`mapping`, `mappings`). An `IN` list (an expanding bind) is
+compiled once per dialect and length of list: the lists here are bounded by page sizes. Binds
+rendered at execution time (`literal_execute`) are not supported.
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Dialect
+from sqlalchemy import BindParameter, Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.selectable import SelectBase
+from sqlalchemy.sql.visitors import iterate
+
+Processor = Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
@@ -27,16 +34,32 @@ class _Compiled:
     sql: str
     fixed: dict[str, Any]
     """Values of the binds the statement carries itself (`last_seq + 1`)."""
-    binds: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    binds: tuple[tuple[str, Processor | None], ...]
     """Each bind's name and processor, in the order of a positional paramstyle."""
     positional: bool
+    expanded: tuple[tuple[str, tuple[str, ...]], ...]
+    """Each `IN` list's bind and the names of the binds its items went to, in order."""
+    keys: tuple[str, ...]
+    """The result columns' keys."""
+    results: tuple[tuple[str, Processor], ...]
+    """The result columns that have a processor, by key."""
 
     def arguments(self, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
         """The DBAPI parameters for `params`, processed, in one pass over the binds."""
         values = {**self.fixed, **params} if self.fixed else params
+        if self.expanded:
+            values = {**values, **{name: item for source, names in self.expanded
+                                   for name, item in zip(names, values[source], strict=True)}}
         if self.positional:
             return tuple([values[name] if process is None else process(values[name]) for name, process in self.binds])
         return {name: values[name] if process is None else process(values[name]) for name, process in self.binds}
+
+    def mapping(self, row: Sequence[Any]) -> dict[str, Any]:
+        """`row` by column key, each value through its column's result processor."""
+        mapping = dict(zip(self.keys, row, strict=True))
+        for key, process in self.results:
+            mapping[key] = process(mapping[key])
+        return mapping
 
 
 class Prepared:
@@ -46,27 +69,52 @@ class Prepared:
         assert isinstance(statement, ClauseElement)
         self._statement = statement
         self._column_keys = list(column_keys) if column_keys is not None else None
-        self._compiled: dict[tuple[str, str], _Compiled] = {}
+        self._expanding = tuple(sorted({element.key for element in iterate(statement)
+                                        if isinstance(element, BindParameter) and element.expanding}))
+        self._compiled: dict[tuple[str, str, tuple[int, ...]], _Compiled] = {}
 
-    def _for(self, dialect: Dialect) -> _Compiled:
-        key = (dialect.name, dialect.driver)
+    def _for(self, dialect: Dialect, params: Mapping[str, Any]) -> _Compiled:
+        lengths = tuple(len(params[name]) for name in self._expanding) if self._expanding else ()
+        key = (dialect.name, dialect.driver, lengths)
         compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = self._compiled[key] = self._compile(dialect)
+            compiled = self._compiled[key] = self._compile(dialect, lengths)
         return compiled
 
-    def _compile(self, dialect: Dialect) -> _Compiled:
+    def _compile(self, dialect: Dialect, lengths: tuple[int, ...]) -> _Compiled:
         compiled = self._statement.compile(dialect=dialect, column_keys=self._column_keys)
-        assert "POSTCOMPILE" not in compiled.string, "no expanding or render-time binds in a prepared statement"
+        assert not compiled.literal_execute_params, "no binds rendered at execution time in a prepared statement"
+        processors = {name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+                      for name, bind in compiled.binds.items()}
         fixed = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
-        names = compiled.positiontup if dialect.positional else list(compiled.binds)
-        binds = tuple((name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-                      for name in names or ())
-        return _Compiled(compiled.string, fixed, binds, dialect.positional)
+        sql, names, expanded = compiled.string, compiled.positiontup if dialect.positional else list(compiled.binds), ()
+        if self._expanding:  # SQLAlchemy renders the list for these lengths, as it would at each execution
+            state = compiled.construct_expanded_state(
+                {**dict.fromkeys(compiled.binds), **{name: [None] * length
+                                                     for name, length in zip(self._expanding, lengths, strict=True)}})
+            sql, names = state.statement, state.positiontup if dialect.positional else list(state.parameters)
+            expanded = tuple((source, tuple(items)) for source, items in state.parameter_expansion.items())
+            processors.update((item, processors[source]) for source, items in expanded for item in items)
+        results: list[tuple[str, Processor]] = []
+        keys: tuple[str, ...] = ()
+        if isinstance(self._statement, SelectBase):
+            columns = list(self._statement.selected_columns.items())
+            keys = tuple(key for key, _ in columns)
+            assert len(set(keys)) == len(keys), "a prepared statement's result columns have distinct keys"
+            for key, column in columns:
+                process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+                if process is not None:
+                    results.append((key, process))
+        assert "POSTCOMPILE" not in sql, "every IN list is rendered"
+        binds = tuple((name, processors[name]) for name in names or ())
+        return _Compiled(sql, fixed, binds, dialect.positional, expanded, keys, tuple(results))
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """Run the statement with `params` (by bind name); the DBAPI cursor, to fetch from."""
-        compiled = self._for(conn.dialect)
+        return self._execute(conn, self._for(conn.dialect, params), params)
+
+    @staticmethod
+    def _execute(conn: Connection, compiled: _Compiled, params: Mapping[str, Any]) -> Any:
         arguments = compiled.arguments(params)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
@@ -77,7 +125,7 @@ class Prepared:
         return cursor
 
     def execute_many(self, conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
-        compiled = self._for(conn.dialect)
+        compiled = self._for(conn.dialect, {})  # no IN lists here
         arguments = [compiled.arguments(row) for row in rows]
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
@@ -103,6 +151,25 @@ class Prepared:
         finally:
             cursor.close()
         return None if row is None else tuple(row)
+
+    def mapping(self, conn: Connection, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The first row by column key, its values processed as `Connection.execute` would; None without rows."""
+        compiled = self._for(conn.dialect, params)
+        cursor = self._execute(conn, compiled, params)
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if row is None else compiled.mapping(row)
+
+    def mappings(self, conn: Connection, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Every row by column key, its values processed as `Connection.execute` would."""
+        compiled = self._for(conn.dialect, params)
+        cursor = self._execute(conn, compiled, params)
+        try:
+            return [compiled.mapping(row) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
 
     def all(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Every row, as a plain tuple."""

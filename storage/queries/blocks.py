@@ -34,18 +34,18 @@ def find_conversation_block(conn: Connection, agent_id: str, conversation_id: st
                                               "p_conversation_id": conversation_id}).mappings().first()
 
 
-# Built once: it runs for every page of `conversations.list`.
-_blocks_for_view = select(blocks.c.blocked_agent_id, blocks.c.blocked_conversation_id).where(
+# Prepared: it runs for every page of `conversations.list` and every `conversations.get`.
+_blocks_for_view = Prepared(select(blocks.c.blocked_agent_id, blocks.c.blocked_conversation_id).where(
     blocks.c.agent_id == bindparam("agent_id"),
     or_(blocks.c.blocked_agent_id.isnot(None),
         blocks.c.blocked_conversation_id.in_(bindparam("conversation_ids", expanding=True))),
-)
+))
 
 
 def blocks_for_view(conn: Connection, agent_id: str, conversation_ids: Collection[str]) -> tuple[set[str], set[str]]:
     """In one query: the agents `agent_id` blocks (what `blocked_by` selects), and which of
     `conversation_ids` it blocks."""
-    rows = conn.execute(_blocks_for_view, {"agent_id": agent_id, "conversation_ids": list(conversation_ids)}).all()
+    rows = _blocks_for_view.all(conn, {"agent_id": agent_id, "conversation_ids": list(conversation_ids)})
     return ({agent for agent, _ in rows if agent is not None},
             {conversation for _, conversation in rows if conversation is not None})
 

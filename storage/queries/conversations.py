@@ -1,11 +1,11 @@
 """Conversations and their members."""
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Select, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, exists, func, or_, select, update
 
 from storage.schema import agents, blocks, conversation_members, conversations
 
@@ -26,7 +26,7 @@ def insert_conversation(conn: Connection, row: dict[str, Any]) -> None:
 # The statements of the send path are built once, with bind parameters: building a statement and
 # its cache key costs SQLAlchemy several times what SQLite then takes to run it (bench/send.py).
 # Those run for every message are `Prepared`: compiled once, run on the DBAPI cursor.
-_get_conversation = select(conversations).where(conversations.c.id == bindparam("p_id"))
+_get_conversation = Prepared(select(conversations).where(conversations.c.id == bindparam("p_id")))
 _next_seq = Prepared(
     update(conversations).where(conversations.c.id == bindparam("p_id"))
     .values(last_seq=conversations.c.last_seq + 1).returning(conversations.c.last_seq)
@@ -42,10 +42,10 @@ _current_membership = Prepared(
            conversation_members.c.agent_id == bindparam("p_agent_id"),
            conversation_members.c.left_at.is_(None))
 )
-_get_member = select(conversation_members).where(
+_get_member = Prepared(select(conversation_members).where(
     conversation_members.c.conversation_id == bindparam("p_conversation_id"),
     conversation_members.c.agent_id == bindparam("p_agent_id"),
-)
+))
 _advance_read_marker = Prepared(
     update(conversation_members)
     .where(
@@ -75,8 +75,8 @@ _unblocked_member_ids_seen = Prepared(
 )
 
 
-def get_conversation(conn: Connection, conversation_id: str) -> RowMapping | None:
-    return conn.execute(_get_conversation, {"p_id": conversation_id}).mappings().first()
+def get_conversation(conn: Connection, conversation_id: str) -> Mapping[str, Any] | None:
+    return _get_conversation.mapping(conn, {"p_id": conversation_id})
 
 
 def find_direct(conn: Connection, direct_key: str) -> RowMapping | None:
@@ -115,9 +115,9 @@ def insert_members(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         conn.execute(conversation_members.insert(), list(rows))
 
 
-def get_member(conn: Connection, conversation_id: str, agent_id: str) -> RowMapping | None:
+def get_member(conn: Connection, conversation_id: str, agent_id: str) -> Mapping[str, Any] | None:
     """The membership row, whether the agent is still a member (`left_at` null) or not."""
-    return conn.execute(_get_member, {"p_conversation_id": conversation_id, "p_agent_id": agent_id}).mappings().first()
+    return _get_member.mapping(conn, {"p_conversation_id": conversation_id, "p_agent_id": agent_id})
 
 
 def update_member(conn: Connection, conversation_id: str, agent_id: str, values: dict[str, Any]) -> None:
@@ -134,7 +134,7 @@ def advance_read_marker(conn: Connection, conversation_id: str, agent_id: str, s
     return _advance_read_marker.rowcount(conn, params) == 1
 
 
-_active_members = (  # built once: every `conversations.get` (and every MCP `read_messages`) runs it
+_active_members = Prepared(  # every `conversations.get` (and every MCP `read_messages`) runs it
     select(conversation_members, agents.c.handle)
     .join(agents, agents.c.id == conversation_members.c.agent_id)
     .where(conversation_members.c.conversation_id == bindparam("p_conversation_id"),
@@ -143,9 +143,9 @@ _active_members = (  # built once: every `conversations.get` (and every MCP `rea
 )
 
 
-def active_members(conn: Connection, conversation_id: str) -> list[RowMapping]:
+def active_members(conn: Connection, conversation_id: str) -> list[Mapping[str, Any]]:
     """Current members with their handles, oldest first."""
-    return list(conn.execute(_active_members, {"p_conversation_id": conversation_id}).mappings())
+    return _active_members.mappings(conn, {"p_conversation_id": conversation_id})
 
 
 def unblocked_member_ids(
@@ -167,24 +167,24 @@ def count_active_members(conn: Connection, conversation_id: str) -> int:
     ).scalar_one()
 
 
-# Built once: these run for every page of `conversations.list` (see messages.newest_messages).
-_active_members_of = (
+# Prepared: these run for every page of `conversations.list` (see messages.newest_messages).
+_active_members_of = Prepared(
     select(conversation_members.c.conversation_id, func.count())
     .where(conversation_members.c.conversation_id.in_(bindparam("conversation_ids", expanding=True)),
            conversation_members.c.left_at.is_(None))
     .group_by(conversation_members.c.conversation_id)
 )
-_others_of = select(conversation_members.c.conversation_id, conversation_members.c.agent_id).where(
+_others_of = Prepared(select(conversation_members.c.conversation_id, conversation_members.c.agent_id).where(
     conversation_members.c.conversation_id.in_(bindparam("conversation_ids", expanding=True)),
     conversation_members.c.agent_id != bindparam("agent_id"),
-)
+))
 
 
 def count_active_members_of(conn: Connection, conversation_ids: Collection[str]) -> dict[str, int]:
     """`count_active_members` of several conversations in one query."""
     if not conversation_ids:
         return {}
-    counts = dict(conn.execute(_active_members_of, {"conversation_ids": list(conversation_ids)}).all())
+    counts = dict(_active_members_of.all(conn, {"conversation_ids": list(conversation_ids)}))
     return {conversation_id: int(counts.get(conversation_id, 0)) for conversation_id in conversation_ids}
 
 
@@ -193,15 +193,15 @@ def peers_of(conn: Connection, conversation_ids: Collection[str], agent_id: str)
     if not conversation_ids:
         return {}
     peers: dict[str, str] = {}
-    for conversation_id, peer_id in conn.execute(_others_of, {"conversation_ids": list(conversation_ids),
-                                                              "agent_id": agent_id}):
+    for conversation_id, peer_id in _others_of.all(conn, {"conversation_ids": list(conversation_ids),
+                                                          "agent_id": agent_id}):
         peers.setdefault(conversation_id, peer_id)
     return peers
 
 
 def list_for_agent(
     conn: Connection, agent_id: str, *, before: tuple[int, str] | None, limit: int
-) -> list[RowMapping]:
+) -> list[Mapping[str, Any]]:
     """The agent's current conversations with its membership columns, most recently active first.
 
     `before` is the (activity, id) of the last row of the previous page.
@@ -209,12 +209,12 @@ def list_for_agent(
     params: dict[str, Any] = {"agent_id": agent_id, "limit": limit}
     if before is not None:
         params["activity"], params["conversation_id"] = before
-    return list(conn.execute(_conversations_of(after_a_page=before is not None), params).mappings())
+    return _conversations_of(after_a_page=before is not None).mappings(conn, params)
 
 
 @cache
-def _conversations_of(*, after_a_page: bool) -> Select[Any]:
-    """`list_for_agent`'s statement, built once for each shape (it runs for every page)."""
+def _conversations_of(*, after_a_page: bool) -> Prepared:
+    """`list_for_agent`'s statement, prepared once for each shape (it runs for every page)."""
     query = (
         select(conversations, *_member_columns)
         .join(conversation_members, conversation_members.c.conversation_id == conversations.c.id)
@@ -225,6 +225,7 @@ def _conversations_of(*, after_a_page: bool) -> Select[Any]:
             conversations.c.activity < bindparam("activity"),
             and_(conversations.c.activity == bindparam("activity"), conversations.c.id < bindparam("conversation_id")),
         ))
-    return query.order_by(conversations.c.activity.desc(), conversations.c.id.desc()).limit(bindparam("limit"))
+    newest_first = (conversations.c.activity.desc(), conversations.c.id.desc())
+    return Prepared(query.order_by(*newest_first).limit(bindparam("limit")))
 
 

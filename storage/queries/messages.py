@@ -1,10 +1,10 @@
 """Messages: the timeline of each conversation, by `seq`."""
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, and_, bindparam, func, or_, select, update
 
 from storage.schema import conversation_members, conversations, messages
 
@@ -43,10 +43,10 @@ def _not_from_blocked(reader_id: str | ColumnElement[str]) -> ColumnElement[bool
 
 
 @cache
-def _page(*, newest: bool, before: bool, versions: bool = False) -> Select[Any]:
-    """The statement of a page of `list_messages` (or of `list_message_versions`), built once for each shape:
-    it runs for every page read, and building it (with its blocked-senders subquery) cost more than SQLite
-    then takes to run it."""
+def _page(*, newest: bool, before: bool, versions: bool = False) -> Prepared:
+    """The statement of a page of `list_messages` (or of `list_message_versions`), prepared once for each
+    shape: it runs for every page read, and building it (with its blocked-senders subquery) cost more than
+    SQLite then takes to run it."""
     columns = (messages.c.id, messages.c.seq, messages.c.version) if versions else (messages,)
     query = select(*columns).where(
         messages.c.conversation_id == bindparam("p_conversation_id"),
@@ -56,12 +56,7 @@ def _page(*, newest: bool, before: bool, versions: bool = False) -> Select[Any]:
     if before:
         query = query.where(messages.c.seq < bindparam("p_before"))
     order = messages.c.seq.desc() if newest else messages.c.seq
-    return query.order_by(order).limit(bindparam("p_limit"))
-
-
-@cache
-def _version_page(*, newest: bool, before: bool) -> Prepared:
-    return Prepared(_page(newest=newest, before=before, versions=True))
+    return Prepared(query.order_by(order).limit(bindparam("p_limit")))
 
 
 def _page_params(conversation_id: str, from_seq: int, after: int | None, before: int | None, limit: int,
@@ -78,14 +73,14 @@ def _page_params(conversation_id: str, from_seq: int, after: int | None, before:
 def list_messages(
     conn: Connection, conversation_id: str, *, from_seq: int, after: int | None, before: int | None, limit: int,
     hide_blocked_for: str,
-) -> Sequence[RowMapping]:
+) -> list[Mapping[str, Any]]:
     """Up to `limit` messages with `from_seq <= seq`, `after < seq < before`, in ascending seq, leaving out
     agents' messages from senders `hide_blocked_for` blocks.
 
     With `after`, the oldest such messages; otherwise the newest.
     """
     params = _page_params(conversation_id, from_seq, after, before, limit, hide_blocked_for)
-    rows = conn.execute(_page(newest=after is None, before=before is not None), params).mappings().all()
+    rows = _page(newest=after is None, before=before is not None).mappings(conn, params)
     return rows if after is not None else rows[::-1]
 
 
@@ -96,7 +91,7 @@ def list_message_versions(
     """`list_messages`'s page as (id, seq, version) of each message, for a reader that keeps what it has
     built from rows (prepared: it runs for every page read)."""
     params = _page_params(conversation_id, from_seq, after, before, limit, hide_blocked_for)
-    rows = _version_page(newest=after is None, before=before is not None).all(conn, params)
+    rows = _page(newest=after is None, before=before is not None, versions=True).all(conn, params)
     return rows if after is not None else rows[::-1]
 
 
@@ -122,11 +117,11 @@ def messages_between(conn: Connection, conversation_id: str, first_seq: int, las
                                      "last_seq": last_seq}).mappings().all()
 
 
-# Built once: these run for every page of `conversations.list` (and every `conversations.get` and
-# `messages.mark_read`), and building them cost more Python than SQLite then takes to run them
-# (bench.history).
+# Prepared: these run for every page of `conversations.list` (and every `conversations.get` and
+# `messages.mark_read`), and building and running them through `Connection.execute` cost more Python
+# than SQLite then takes to run them (bench.history).
 _reader = bindparam("reader_id")
-_unread_of_member = (
+_unread_of_member = Prepared(
     select(messages.c.conversation_id, func.count())
     .select_from(conversation_members)
     .join(messages, messages.c.conversation_id == conversation_members.c.conversation_id)
@@ -143,7 +138,7 @@ _unread_of_member = (
     )
     .group_by(messages.c.conversation_id)
 )
-_newest_messages = (
+_newest_messages = Prepared(
     select(messages)
     .join(conversations, and_(conversations.c.id == messages.c.conversation_id,
                               conversations.c.last_seq == messages.c.seq))
@@ -157,16 +152,15 @@ def count_unread_of_member(conn: Connection, conversation_ids: Collection[str], 
     membership row)."""
     if not conversation_ids:
         return {}
-    counts = dict(conn.execute(_unread_of_member, {"reader_id": reader_id,
-                                                   "conversation_ids": list(conversation_ids)}).all())
+    counts = dict(_unread_of_member.all(conn, {"reader_id": reader_id, "conversation_ids": list(conversation_ids)}))
     return {conversation_id: int(counts.get(conversation_id, 0)) for conversation_id in conversation_ids}
 
 
-def newest_messages(conn: Connection, conversation_ids: Collection[str]) -> dict[str, RowMapping]:
+def newest_messages(conn: Connection, conversation_ids: Collection[str]) -> dict[str, Mapping[str, Any]]:
     """The message at each conversation's `last_seq`, by conversation id (one query)."""
     if not conversation_ids:
         return {}
-    rows = conn.execute(_newest_messages, {"conversation_ids": list(conversation_ids)}).mappings()
+    rows = _newest_messages.mappings(conn, {"conversation_ids": list(conversation_ids)})
     return {row["conversation_id"]: row for row in rows}
 
 

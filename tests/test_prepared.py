@@ -1,0 +1,124 @@
+"""Prepared statements (`storage/queries/_prepared.py`) return what `Connection.execute` returns.
+
+They skip SQLAlchemy's execution path but not its compiler: the same SQL, the same bind processing,
+and for `mapping`/`mappings` the same result processing (UTC datetimes, JSON, NULLs). An `IN` list is
+rendered by SQLAlchemy for each length it is given. Each test runs a statement both ways, on both
+stores, against rows with every kind of value the schema holds.
+"""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, bindparam, select
+from sqlalchemy.exc import IntegrityError
+
+from storage.migrations import upgrade
+from storage.queries._prepared import Prepared
+from storage.schema import agents, conversation_members, conversations, messages
+from storage.store import create_store_engine
+
+START = datetime(2026, 12, 5, 9, 30, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_store_engine(database_url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        _fill(conn)
+    yield engine
+    engine.dispose()
+
+
+def _fill(conn: Connection) -> None:
+    """Two agents, three direct conversations, messages with JSON, NULLs and datetimes."""
+    conn.execute(agents.insert(), [_agent(f"ag{n}") for n in range(2)])
+    for c in range(3):
+        conn.execute(conversations.insert().values(
+            id=f"cv{c}", kind="direct", direct_key=f"ag0:ag1:{c}", created_by="ag0", created_at=START,
+            updated_at=START, last_seq=4, activity=c, last_activity_at=START + timedelta(seconds=c)))
+        conn.execute(conversation_members.insert(), [
+            {"conversation_id": f"cv{c}", "agent_id": f"ag{n}", "role": "member", "joined_at": START,
+             "joined_seq": 1, "left_at": START if n and c == 2 else None, "left_seq": None, "last_read_seq": 0}
+            for n in range(2)])
+        conn.execute(messages.insert(), [_message(c, seq) for seq in range(1, 5)])
+
+
+def _agent(agent_id: str) -> dict[str, Any]:
+    return {"id": agent_id, "handle": f"handle-{agent_id}", "display_name": None, "description": None,
+            "visibility": "public", "metadata": {}, "is_admin": False, "recovery_key_hash": "x",
+            "credential_epoch": 0, "suspended_at": None, "suspended_reason": None, "created_at": START,
+            "updated_at": START}
+
+
+def _message(conversation: int, seq: int) -> dict[str, Any]:
+    return {
+        "id": f"m{conversation}-{seq}", "conversation_id": f"cv{conversation}", "seq": seq, "kind": "message",
+        "sender_id": f"ag{seq % 2}", "content_type": "text/plain", "body": None if seq == 3 else f"body {seq} é",
+        "metadata": {"n": seq, "nested": [1, {"a": None}]} if seq % 2 else None, "system": None,
+        "reply_to": None, "client_msg_id": None, "created_at": START + timedelta(microseconds=seq),
+        "edited_at": START if seq == 2 else None, "revision": 0, "deleted_at": None,
+        "attachments": [{"file_id": "f1", "name": "a.txt", "size": 3}] if seq == 4 else None,
+        "request_hash": None, "version": 0,
+    }
+
+
+def _both_ways(engine: Engine, statement: Any, params: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    with engine.connect() as conn, conn.begin():
+        executed = [dict(row) for row in conn.execute(statement, params).mappings()]
+        prepared = Prepared(statement).mappings(conn, params)
+    return executed, prepared
+
+
+def test_rows_come_back_processed_as_connection_execute_gives_them(engine: Engine) -> None:
+    statement = select(messages).where(messages.c.conversation_id == bindparam("c")).order_by(messages.c.seq)
+    executed, prepared = _both_ways(engine, statement, {"c": "cv1"})
+    assert len(prepared) == 4
+    assert prepared == executed
+    assert prepared[0]["created_at"] == START + timedelta(microseconds=1)
+    assert prepared[0]["created_at"].tzinfo is not None
+    assert prepared[0]["metadata"] == {"n": 1, "nested": [1, {"a": None}]}
+    assert prepared[3]["attachments"] == [{"file_id": "f1", "name": "a.txt", "size": 3}]
+    assert prepared[2]["body"] is None
+
+
+def test_a_join_keys_its_columns_as_connection_execute_does(engine: Engine) -> None:
+    statement = (select(conversation_members, agents.c.handle)
+                 .join(agents, agents.c.id == conversation_members.c.agent_id)
+                 .where(conversation_members.c.conversation_id == bindparam("c"))
+                 .order_by(conversation_members.c.agent_id))
+    executed, prepared = _both_ways(engine, statement, {"c": "cv2"})
+    assert prepared == executed
+    assert [row["handle"] for row in prepared] == ["handle-ag0", "handle-ag1"]
+    assert prepared[1]["left_at"] == START
+
+
+@pytest.mark.parametrize("ids", [[], ["cv0"], ["cv2", "cv0"], ["cv0", "cv1", "cv2", "nope"]])
+def test_an_in_list_of_any_length(engine: Engine, ids: list[str]) -> None:
+    statement = (select(conversations.c.id, conversations.c.last_activity_at)
+                 .where(conversations.c.id.in_(bindparam("ids", expanding=True)),
+                        conversations.c.activity >= bindparam("floor"))
+                 .order_by(conversations.c.id))
+    executed, prepared = _both_ways(engine, statement, {"ids": ids, "floor": 0})
+    assert prepared == executed
+    assert [row["id"] for row in prepared] == sorted(set(ids) - {"nope"})
+
+
+def test_lists_of_different_lengths_share_one_prepared_statement(engine: Engine) -> None:
+    """Each length is compiled once and kept: a second call of a length gives the same as the first."""
+    prepared = Prepared(select(conversations.c.id).where(conversations.c.id.in_(bindparam("ids", expanding=True)))
+                        .order_by(conversations.c.id))
+    with engine.connect() as conn, conn.begin():
+        for ids in (["cv0", "cv1"], ["cv2"], ["cv1", "cv2"], ["cv0"]):
+            assert prepared.column(conn, {"ids": ids}) == sorted(ids)
+
+
+def test_a_failing_statement_raises_as_connection_execute_would(engine: Engine) -> None:
+    insert = Prepared(conversation_members.insert(),
+                      column_keys=[column.key for column in conversation_members.columns])
+    duplicate = {"conversation_id": "cv0", "agent_id": "ag0", "role": "member", "joined_at": START,
+                 "joined_seq": 1, "left_at": None, "left_seq": None, "last_read_seq": 0}
+    with engine.connect() as conn, conn.begin(), pytest.raises(IntegrityError):
+        insert.execute(conn, duplicate)
