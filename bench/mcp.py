@@ -1,7 +1,8 @@
 """MCP over streamable HTTP (issue #6, scenario 4): `send_message` and `read_messages` tool calls/s and p50/p99
 against the hub's `/mcp`, with several concurrent sessions, beside an `echo` tool on the same SDK stack as
-floor, measured in the same run (interleaved rounds). Target: hub overhead <= 25 % over the floor,
-judged on throughput (calls/s >= 0.8 x echo, i.e. time per call <= 1.25 x echo's); the p99 ratio is
+floor, measured in the same run (interleaved rounds). Targets, judged on throughput: issue 16's
+(performance round 3), send_message >= 0.60 x echo calls/s and read_messages >= 0.40 x (issue #6 had
+asked 0.8 x for both; round 3 measured what the SDK stack itself costs and set these). The p99 ratio is
 reported but not judged, because the asyncio echo floor's own tail swings from 90 to 190 ms.
 
     .venv/bin/python -m bench.mcp [--backend asyncio|trio|both] [--quick] [--sessions 8] [--seconds 6]
@@ -46,7 +47,8 @@ PROTOCOL: Final = "2025-11-25"
 TEXT: Final = "status update: the nightly benchmark finished, all targets met, details in the attached report."
 CONVERSATIONS: Final = 4
 READ_LIMIT: Final = 20
-TARGET_RATIO: Final = 0.8
+TARGETS: Final = {"send_message": 0.60, "read_messages": 0.40}
+"""Each tool's calls/s as a share of the echo tool's (issue 16)."""
 HEADERS: Final = (("accept", "application/json, text/event-stream"), ("content-type", "application/json"))
 
 
@@ -148,11 +150,11 @@ def figures(backend: str, samples: dict[str, Sample], sessions: int) -> list[Fig
                   details={"sessions": sessions, "p50_ms": floor.ms(0.5), "p99_ms": floor.ms(0.99), **floor.cpu()})]
     for tool in ("send_message", "read_messages"):
         sample = samples[tool]
-        met = sample.rate >= TARGET_RATIO * floor.rate
+        met = sample.rate >= TARGETS[tool] * floor.rate
         details = {"sessions": sessions, "calls": len(sample.latencies), "hub": sample.cpu(), "floor": floor.cpu()}
         out += [
             Figure("mcp", f"{tool} calls/s", sample.rate, "calls/s", backend, floor=floor.rate, floor_name="echo",
-                   target=">= 0.8x echo calls/s", met=met if backend == "asyncio" else None,
+                   target=f">= {TARGETS[tool]:.2f}x echo calls/s", met=met if backend == "asyncio" else None,
                    details=details),
             Figure("mcp", f"{tool} p50", sample.ms(0.5), "ms", backend, floor=floor.ms(0.5), floor_name="echo"),
             Figure("mcp", f"{tool} p99", sample.ms(0.99), "ms", backend, floor=floor.ms(0.99), floor_name="echo"),
