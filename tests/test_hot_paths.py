@@ -130,11 +130,11 @@ async def test_reading_on_sqlite_runs_its_statements_in_the_event_loop_thread(tm
         def record(*_args: Any) -> None:
             threads.add(threading.get_ident())
 
-        # Where a read takes its connection from the pool: prepared statements pass no `Connection.execute`.
-        event.listen(local.hub.store.engine, "checkout", record)
+        # Where a read begins its transaction: prepared statements pass no `Connection.execute`.
+        event.listen(local.hub.store.engine, "begin", record)
         try:
             for conversation_id in conversation_ids:
                 await local.as_agent(alice, operation, READS[operation](conversation_id, bob))
         finally:
-            event.remove(local.hub.store.engine, "checkout", record)
+            event.remove(local.hub.store.engine, "begin", record)
         assert threads == {threading.get_ident()}

@@ -317,6 +317,33 @@ async def test_a_bounded_read_stays_in_the_callers_thread_on_sqlite_and_every_ot
             assert (await store.read(reader_thread, bounded=True) == caller) == (store.dialect == "sqlite")
 
 
+async def test_bounded_reads_see_every_commit_and_a_failed_one_leaves_the_next_unharmed(
+        anyio_backend: str, engine: Engine, observer: Engine) -> None:
+    """On SQLite bounded reads share one kept connection (`Store._read_bounded`): each must begin its own
+    snapshot (none left open to read stale rows from, or to hold the WAL), also after one that raised."""
+    store = Store(engine)
+
+    def values(conn: Connection) -> list[str]:
+        return list(conn.execute(select(items.c.value).order_by(items.c.id)).scalars())
+
+    def failing(conn: Connection) -> None:
+        conn.execute(select(items.c.id)).all()
+        raise LookupError("the read's own error")
+
+    with anyio.fail_after(30):
+        async with running(store):
+            for item_id in range(3):
+                await store.write(insert(item_id, f"v{item_id}"))
+                assert await store.read(values, bounded=True) == [f"v{n}" for n in range(item_id + 1)]
+                with pytest.raises(LookupError):
+                    await store.read(failing, bounded=True)
+            # Committed by another connection, as another process would: seen by the next bounded read.
+            with observer.begin() as conn:
+                conn.execute(items.insert().values(id=9, value="elsewhere"))
+            assert (await store.read(values, bounded=True))[-1] == "elsewhere"
+    store.dispose()
+
+
 async def test_a_read_that_is_not_bounded_leaves_the_loop_running(anyio_backend: str, engine: Engine) -> None:
     store = Store(engine)
     ticks = 0
