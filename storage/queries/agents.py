@@ -1,11 +1,13 @@
 """Agents and their profiles."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, and_, bindparam, exists, func, or_, select, update
 
 from storage.schema import agent_tags, agents
+
+from ._prepared import Prepared
 
 
 def insert_agent(conn: Connection, row: dict[str, Any], tags: Sequence[str] = ()) -> None:
@@ -21,30 +23,30 @@ def replace_tags(conn: Connection, agent_id: str, tags: Sequence[str]) -> None:
         )
 
 
-# Built once: every profile read (`agents.get`, `auth.whoami`, an MCP tool naming senders) runs these.
-_tags_of = (
+# Prepared: every profile read (`agents.get`, `auth.whoami`, an MCP tool naming senders) runs these.
+_tags_of = Prepared(
     select(agent_tags.c.agent_id, agent_tags.c.tag)
     .where(agent_tags.c.agent_id.in_(bindparam("p_agent_ids", expanding=True)))
     .order_by(agent_tags.c.agent_id, agent_tags.c.position)
 )
-_agent_by_id = select(agents).where(agents.c.id == bindparam("p_id"))
-_agent_by_handle = select(agents).where(agents.c.handle == bindparam("p_handle"))
+_agent_by_id = Prepared(select(agents).where(agents.c.id == bindparam("p_id")))
+_agent_by_handle = Prepared(select(agents).where(agents.c.handle == bindparam("p_handle")))
 
 
 def tags_of(conn: Connection, agent_ids: Sequence[str]) -> dict[str, list[str]]:
-    rows = conn.execute(_tags_of, {"p_agent_ids": list(agent_ids)})
+    rows = _tags_of.all(conn, {"p_agent_ids": list(agent_ids)})
     found: dict[str, list[str]] = {agent_id: [] for agent_id in agent_ids}
     for agent_id, tag in rows:
         found[agent_id].append(tag)
     return found
 
 
-def get_agent(conn: Connection, agent_id: str) -> RowMapping | None:
-    return conn.execute(_agent_by_id, {"p_id": agent_id}).mappings().first()
+def get_agent(conn: Connection, agent_id: str) -> Mapping[str, Any] | None:
+    return _agent_by_id.mapping(conn, {"p_id": agent_id})
 
 
-def get_agent_by_handle(conn: Connection, handle: str) -> RowMapping | None:
-    return conn.execute(_agent_by_handle, {"p_handle": handle}).mappings().first()
+def get_agent_by_handle(conn: Connection, handle: str) -> Mapping[str, Any] | None:
+    return _agent_by_handle.mapping(conn, {"p_handle": handle})
 
 
 def handle_taken(conn: Connection, handle: str) -> bool:

@@ -1,6 +1,6 @@
 """Blocks: one agent blocking another agent or a conversation."""
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, RowMapping, Select, bindparam, delete, exists, or_, select
@@ -24,14 +24,13 @@ def find_agent_block(conn: Connection, agent_id: str, blocked_agent_id: str) -> 
     ).mappings().first()
 
 
-_conversation_block = select(blocks).where(  # built once: every `messages.mark_read` runs it
+_conversation_block = Prepared(select(blocks).where(  # every `messages.mark_read` runs it
     blocks.c.agent_id == bindparam("p_agent_id"), blocks.c.blocked_conversation_id == bindparam("p_conversation_id")
-)
+))
 
 
-def find_conversation_block(conn: Connection, agent_id: str, conversation_id: str) -> RowMapping | None:
-    return conn.execute(_conversation_block, {"p_agent_id": agent_id,
-                                              "p_conversation_id": conversation_id}).mappings().first()
+def find_conversation_block(conn: Connection, agent_id: str, conversation_id: str) -> Mapping[str, Any] | None:
+    return _conversation_block.mapping(conn, {"p_agent_id": agent_id, "p_conversation_id": conversation_id})
 
 
 # Prepared: it runs for every page of `conversations.list` and every `conversations.get`.
@@ -61,14 +60,14 @@ def list_blocks(conn: Connection, agent_id: str, *, after_id: str | None, limit:
     return list(conn.execute(query.order_by(blocks.c.id).limit(limit)).mappings())
 
 
-_blocks_agent = select(
+_blocks_agent = Prepared(select(
     exists().where(blocks.c.agent_id == bindparam("p_agent_id"), blocks.c.blocked_agent_id == bindparam("p_other_id"))
-)
+))
 
 
 def blocks_agent(conn: Connection, agent_id: str, other_id: str) -> bool:
     """Whether `agent_id` blocks `other_id`."""
-    return conn.execute(_blocks_agent, {"p_agent_id": agent_id, "p_other_id": other_id}).scalar_one()
+    return bool(_blocks_agent.scalar(conn, {"p_agent_id": agent_id, "p_other_id": other_id}))
 
 
 _blocked_by_other_member = Prepared(

@@ -1,6 +1,6 @@
 """Messages: the timeline of each conversation, by `seq`."""
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from functools import cache
 from typing import Any
 
@@ -23,18 +23,18 @@ def get_message(conn: Connection, message_id: str) -> RowMapping | None:
     return conn.execute(select(messages).where(messages.c.id == message_id)).mappings().first()
 
 
-_by_client_msg_id = select(messages).where(  # built once: a send with a client_msg_id runs it
+_by_client_msg_id = Prepared(select(messages).where(  # a send with a client_msg_id runs it
     messages.c.conversation_id == bindparam("conversation_id"),
     messages.c.sender_id == bindparam("sender_id"),
     messages.c.client_msg_id == bindparam("client_msg_id"),
-)
+))
 
 
 def find_by_client_msg_id(
     conn: Connection, conversation_id: str, sender_id: str, client_msg_id: str
-) -> RowMapping | None:
-    return conn.execute(_by_client_msg_id, {"conversation_id": conversation_id, "sender_id": sender_id,
-                                            "client_msg_id": client_msg_id}).mappings().first()
+) -> Mapping[str, Any] | None:
+    return _by_client_msg_id.mapping(conn, {"conversation_id": conversation_id, "sender_id": sender_id,
+                                            "client_msg_id": client_msg_id})
 
 
 def _not_from_blocked(reader_id: str | ColumnElement[str]) -> ColumnElement[bool]:
@@ -95,15 +95,16 @@ def list_message_versions(
     return rows if after is not None else rows[::-1]
 
 
-_by_ids = select(messages).where(messages.c.id.in_(bindparam("message_ids", expanding=True)))
+# Prepared: a page read fetches the rows of the messages it has no view of (message_views).
+_by_ids = Prepared(select(messages).where(messages.c.id.in_(bindparam("message_ids", expanding=True))))
 
 
-def messages_by_id(conn: Connection, message_ids: Collection[str]) -> Sequence[RowMapping]:
+def messages_by_id(conn: Connection, message_ids: Collection[str]) -> list[Mapping[str, Any]]:
     """The messages with these ids."""
-    return conn.execute(_by_ids, {"message_ids": list(message_ids)}).mappings().all()
+    return _by_ids.mappings(conn, {"message_ids": list(message_ids)})
 
 
-_seq_range = (
+_seq_range = Prepared(
     select(messages)
     .where(messages.c.conversation_id == bindparam("conversation_id"),
            messages.c.seq >= bindparam("first_seq"), messages.c.seq <= bindparam("last_seq"))
@@ -111,10 +112,12 @@ _seq_range = (
 )
 
 
-def messages_between(conn: Connection, conversation_id: str, first_seq: int, last_seq: int) -> Sequence[RowMapping]:
+def messages_between(
+    conn: Connection, conversation_id: str, first_seq: int, last_seq: int
+) -> list[Mapping[str, Any]]:
     """Every message of the conversation from `first_seq` to `last_seq`, in seq order, whoever sent it."""
-    return conn.execute(_seq_range, {"conversation_id": conversation_id, "first_seq": first_seq,
-                                     "last_seq": last_seq}).mappings().all()
+    return _seq_range.mappings(conn, {"conversation_id": conversation_id, "first_seq": first_seq,
+                                      "last_seq": last_seq})
 
 
 # Prepared: these run for every page of `conversations.list` (and every `conversations.get` and
