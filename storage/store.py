@@ -147,7 +147,8 @@ class Store:
         also pays the hop to the thread and back, and the lock changes hands at every row SQLite steps
         through (the sqlite3 module lets it go for each). That overhead was 40% of the hub's CPU on a
         REST page of messages (bench/RESULTS.md). A WAL reader waits on no lock but a crashed file's
-        recovery, which the writer has done at start. PostgreSQL reads wait on the network: always a worker.
+        recovery, which the writer has done at start. Bounded reads share a connection the store keeps
+        (`_read_bounded`). PostgreSQL reads wait on the network: always a worker.
         """
 
         def run() -> T:
