@@ -12,9 +12,9 @@ import math
 import re
 from typing import Any, Final
 
-_SURROGATE: Final = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
-"""Where a surrogate can come from: a `\\uD800`–`\\uDFFF` escape, or (in a str payload) the character
-itself, as `surrogatepass` encodes it. Only then are the strings checked one by one."""
+_SURROGATE: Final = re.compile("\\\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+"""Where a surrogate can come from: a `\\uD800`–`\\uDFFF` escape, or the character itself (in a str
+payload, or decoded with `surrogatepass`). Only then are the strings checked one by one."""
 
 
 class NotJson(ValueError):
@@ -60,8 +60,7 @@ def loads(payload: str | bytes, name: str = "the payload", *, max_depth: int) ->
     # A payload with no more brackets than the limit cannot nest past it: most skip the walk.
     if text.count("{") + text.count("[") > max_depth and _deeper_than(document, max_depth):
         raise TooDeep(f"{name} nests deeper than {max_depth} levels")
-    raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
-    if _SURROGATE.search(raw):  # escaped pairs (an emoji) match too; only a lone one is refused
+    if _SURROGATE.search(text):  # escaped pairs (an emoji) match too; only a lone one is refused
         _check_strings(document)
     return document
 

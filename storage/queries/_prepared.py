@@ -95,19 +95,20 @@ class Prepared:
             sql, names = state.statement, state.positiontup if dialect.positional else list(state.parameters)
             expanded = tuple((source, tuple(items)) for source, items in state.parameter_expansion.items())
             processors.update((item, processors[source]) for source, items in expanded for item in items)
-        results: list[tuple[str, Processor]] = []
-        keys: tuple[str, ...] = ()
-        if isinstance(self._statement, SelectBase):
-            columns = list(self._statement.selected_columns.items())
-            keys = tuple(key for key, _ in columns)
-            assert len(set(keys)) == len(keys), "a prepared statement's result columns have distinct keys"
-            for key, column in columns:
-                process = column.type.dialect_impl(dialect).result_processor(dialect, None)
-                if process is not None:
-                    results.append((key, process))
         assert "POSTCOMPILE" not in sql, "every IN list is rendered"
         binds = tuple((name, processors[name]) for name in names or ())
-        return _Compiled(sql, fixed, binds, dialect.positional, expanded, keys, tuple(results))
+        return _Compiled(sql, fixed, binds, dialect.positional, expanded, *self._result_columns(dialect))
+
+    def _result_columns(self, dialect: Dialect) -> tuple[tuple[str, ...], tuple[tuple[str, Processor], ...]]:
+        """The keys of the statement's result columns, and those of them with a result processor."""
+        if not isinstance(self._statement, SelectBase):
+            return (), ()
+        columns = list(self._statement.selected_columns.items())
+        keys = tuple(key for key, _ in columns)
+        assert len(set(keys)) == len(keys), "a prepared statement's result columns have distinct keys"
+        processors = [(key, column.type.dialect_impl(dialect).result_processor(dialect, None))
+                      for key, column in columns]
+        return keys, tuple((key, process) for key, process in processors if process is not None)
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """Run the statement with `params` (by bind name); the DBAPI cursor, to fetch from."""
