@@ -7,16 +7,16 @@ stores, against rows with every kind of value the schema holds.
 """
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, bindparam, select
+from sqlalchemy import Connection, Engine, String, bindparam, create_engine, select
 from sqlalchemy.exc import IntegrityError
 
 from storage.migrations import upgrade
 from storage.queries._prepared import Prepared
-from storage.schema import agents, conversation_members, conversations, messages
+from storage.schema import EncodedJson, agents, conversation_members, conversations, messages
 from storage.store import create_store_engine
 
 START = datetime(2026, 12, 5, 9, 30, 0, 123456, tzinfo=UTC)
@@ -122,3 +122,41 @@ def test_a_failing_statement_raises_as_connection_execute_would(engine: Engine) 
                  "joined_seq": 1, "left_at": None, "left_seq": None, "last_read_seq": 0}
     with engine.connect() as conn, conn.begin(), pytest.raises(IntegrityError):
         insert.execute(conn, duplicate)
+
+
+def test_times_and_json_nulls_are_written_as_connection_execute_writes_them(engine: Engine) -> None:
+    """The SQLite time text keeps the last time it wrote (a send binds one `now` three times), and JSON
+    None is written without `json.dumps`: what is stored is what `Connection.execute` stores, for the
+    same time again, an equal time in another zone, a different time, and None in between."""
+    insert = Prepared(messages.insert(), column_keys=[column.key for column in messages.columns])
+    elsewhere = START.astimezone(timezone(timedelta(hours=-5)))
+    times = [START, START, elsewhere, START + timedelta(seconds=1), None, START]
+    with engine.connect() as conn, conn.begin():
+        for n, at in enumerate(times):
+            row = {**_message(0, 10 + 2 * n), "edited_at": at, "metadata": None}
+            insert.execute(conn, row).close()
+            conn.execute(messages.insert(), {**row, "id": f"{row['id']}-x", "seq": row["seq"] + 1})
+        stored = conn.execute(select(messages.c.id, messages.c.edited_at, messages.c.metadata)
+                              .where(messages.c.seq >= 10).order_by(messages.c.seq)).all()
+        as_text = conn.execute(select(messages.c.edited_at.cast(String), messages.c.metadata.cast(String))
+                               .where(messages.c.seq >= 10).order_by(messages.c.seq)).all()
+    assert [at for _, at, _ in stored] == [at for at in times for _ in range(2)]
+    assert as_text[0::2] == as_text[1::2]  # prepared, then Connection.execute: the same text
+    assert {metadata for _, _, metadata in stored} == {None}
+
+
+def test_each_engine_writes_json_with_its_own_serializer(engine: Engine, database_url: str) -> None:
+    """A statement is compiled once per engine, not per kind of database: its JSON processors carry the
+    engine's serializer. An engine made without the store's settings (a script's, a test's) that runs
+    a statement first must not change how the store's engine writes `EncodedJson` (as it is)."""
+    insert = Prepared(messages.insert(), column_keys=[column.key for column in messages.columns])
+    plain = create_engine(database_url)
+    try:
+        with plain.begin() as conn:
+            insert.execute(conn, {**_message(0, 20), "metadata": {"by": "plain"}}).close()
+    finally:
+        plain.dispose()
+    with engine.begin() as conn:
+        insert.execute(conn, {**_message(0, 21), "metadata": EncodedJson('{"by":"store"}')}).close()
+        stored = conn.execute(select(messages.c.metadata).where(messages.c.seq >= 20).order_by(messages.c.seq))
+        assert list(stored.scalars()) == [{"by": "plain"}, {"by": "store"}]

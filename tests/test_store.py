@@ -6,6 +6,7 @@ writes per transaction, rolls a failing write back alone, keeps a write going wh
 cancelled, and refuses writes once closed.
 """
 
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -16,16 +17,18 @@ import anyio
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, func, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+import storage.store
 from storage import schema
 from storage.migrations import upgrade
 from storage.queries import events as event_queries
+from storage.queries._prepared import Prepared
 from storage.queries.events import EVENT_APPEND_LOCK
 from storage.store import Store, StoreClosed, create_store_engine
 
-from .conftest import postgres_only
+from .conftest import postgres_only, sqlite_only
 
 metadata = MetaData()
 items = Table(
@@ -399,6 +402,80 @@ def test_the_event_append_lock_is_taken_once_a_transaction_and_again_after_a_sav
             with conn.begin_nested():
                 event_queries.serialize_appends(conn)
             assert lock_held()
+
+
+@postgres_only
+async def test_a_batch_whose_connection_the_server_dropped_runs_again_on_a_new_one(
+        anyio_backend: str, engine: Engine, observer: Engine) -> None:
+    """PostgreSQL ends the writer's connection (a restart, an idle timeout). The next batch's first
+    statement, a prepared one, finds it lost: the connection is invalidated, as `Connection.execute`
+    would, and the batch runs again on a new one. No write fails."""
+    store = Store(engine)
+    prepared = Prepared(items.insert(), column_keys=["id", "value"])
+
+    def insert_prepared(item_id: int) -> Any:
+        def fn(conn: Connection) -> int:
+            prepared.execute(conn, {"id": item_id, "value": "v"}).close()
+            return item_id
+
+        return fn
+
+    with anyio.fail_after(30):
+        async with running(store):
+            assert await store.write(insert_prepared(1)) == 1
+            with observer.connect() as admin:
+                ended = admin.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                           "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+                assert ended.scalar_one() >= 1
+            assert await store.write(insert_prepared(2)) == 2
+    store.dispose()
+    assert committed_ids(observer) == {1, 2}
+
+
+@sqlite_only
+async def test_the_writer_takes_the_write_lock_up_front_also_after_a_batch_failed(
+        anyio_backend: str, database_url: str, observer: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer begins each batch with `BEGIN IMMEDIATE`, so another process (`parley mcp` on the same
+    file) cannot commit in the middle of it. A batch that could not begin (that process held the lock
+    past the busy timeout) gets its connection replaced; the next batch still begins that way."""
+    monkeypatch.setattr(storage.store, "BUSY_TIMEOUT_MS", 200)
+    engine = create_store_engine(database_url)
+    metadata.create_all(engine)
+    store = Store(engine)
+    path = database_url.removeprefix("sqlite:///")
+
+    def other_process_can_write() -> bool:
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            other.close()
+
+    def insert_checking_the_lock(item_id: int) -> Any:
+        def fn(conn: Connection) -> bool:
+            could = other_process_can_write()  # before this batch has written anything
+            conn.execute(items.insert().values(id=item_id, value="v"))
+            return could
+
+        return fn
+
+    with anyio.fail_after(30):
+        async with running(store):
+            assert await store.write(insert_checking_the_lock(1)) is False
+            holder = sqlite3.connect(path, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            with pytest.raises(OperationalError, match="locked"):
+                await store.write(insert(2))
+            holder.execute("ROLLBACK")
+            holder.close()
+            assert await store.write(insert_checking_the_lock(3)) is False
+    store.dispose()
+    engine.dispose()
+    assert committed_ids(observer) == {1, 3}
 
 
 def test_the_migrations_build_the_schema_the_queries_are_written_against(database_url: str) -> None:

@@ -3,21 +3,23 @@
 `Connection.execute` spends 25-40 µs of Python per statement before the database sees it (cache
 lookup, execution context, parameter processing, result object), where SQLite then takes 2-4 µs;
 a send runs about ten statements (bench/send.py), a `conversations.get` eight. A `Prepared` statement
-is compiled once per dialect by SQLAlchemy itself (the same SQL, the same bind and result
-processing: UTC datetimes, JSON), then executed on the DBAPI cursor of the caller's connection,
-inside the caller's transaction or savepoint. Errors are wrapped as `Connection.execute` wraps them
-(`sqlalchemy.exc.IntegrityError`…).
+is compiled once per engine (by its dialect, which carries the engine's JSON serializer) by SQLAlchemy
+itself (the same SQL, the same bind and result processing: UTC datetimes, JSON), then executed on
+the DBAPI cursor of the caller's connection, inside the caller's transaction or savepoint. Errors
+are wrapped as `Connection.execute` wraps them (`sqlalchemy.exc.IntegrityError`…), and an error that
+says the connection is lost invalidates it, as there.
 
 Rows come back as plain tuples with no result processing (`first`, `all`, `column`: prepare for
 those only statements whose columns need none: integers, strings), or as dicts by column key with
 each column's result processing (`mapping`, `mappings`). An `IN` list (an expanding bind) is
-compiled once per dialect and length of list: the lists here are bounded by page sizes. Binds
+compiled once per engine and length of list: the lists here are bounded by page sizes. Binds
 rendered at execution time (`literal_execute`) are not supported.
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import BindParameter, Connection, Dialect
 from sqlalchemy.exc import DBAPIError
@@ -63,7 +65,7 @@ class _Compiled:
 
 
 class Prepared:
-    """`statement`, compiled once per dialect; `column_keys` are an INSERT's columns given."""
+    """`statement`, compiled once per engine; `column_keys` are an INSERT's columns given."""
 
     def __init__(self, statement: Executable, *, column_keys: Sequence[str] | None = None) -> None:
         assert isinstance(statement, ClauseElement)
@@ -71,14 +73,17 @@ class Prepared:
         self._column_keys = list(column_keys) if column_keys is not None else None
         self._expanding = tuple(sorted({element.key for element in iterate(statement)
                                         if isinstance(element, BindParameter) and element.expanding}))
-        self._compiled: dict[tuple[str, str, tuple[int, ...]], _Compiled] = {}
+        self._compiled: WeakKeyDictionary[Dialect, dict[tuple[int, ...], _Compiled]] = WeakKeyDictionary()
+        """By engine's dialect (its processors carry the engine's JSON serializer), then by lengths of lists."""
 
     def _for(self, dialect: Dialect, params: Mapping[str, Any]) -> _Compiled:
         lengths = tuple(len(params[name]) for name in self._expanding) if self._expanding else ()
-        key = (dialect.name, dialect.driver, lengths)
-        compiled = self._compiled.get(key)
+        of_dialect = self._compiled.get(dialect)
+        if of_dialect is None:
+            of_dialect = self._compiled.setdefault(dialect, {})
+        compiled = of_dialect.get(lengths)
         if compiled is None:
-            compiled = self._compiled[key] = self._compile(dialect, lengths)
+            compiled = of_dialect[lengths] = self._compile(dialect, lengths)
         return compiled
 
     def _compile(self, dialect: Dialect, lengths: tuple[int, ...]) -> _Compiled:
@@ -122,7 +127,10 @@ class Prepared:
             cursor.execute(compiled.sql, arguments)
         except conn.dialect.loaded_dbapi.Error as error:
             cursor.close()
-            raise _wrapped(conn.dialect, compiled.sql, arguments, error) from error
+            raise _wrapped(conn, compiled.sql, arguments, error) from error
+        except BaseException:
+            cursor.close()
+            raise
         return cursor
 
     def execute_many(self, conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -132,7 +140,7 @@ class Prepared:
         try:
             cursor.executemany(compiled.sql, arguments)
         except conn.dialect.loaded_dbapi.Error as error:
-            raise _wrapped(conn.dialect, compiled.sql, arguments, error) from error
+            raise _wrapped(conn, compiled.sql, arguments, error) from error
         finally:
             cursor.close()
 
@@ -197,6 +205,14 @@ class Prepared:
             cursor.close()
 
 
-def _wrapped(dialect: Dialect, sql: str, arguments: Any, error: Exception) -> BaseException:
-    """The DBAPI error as `Connection.execute` raises it (IntegrityError, OperationalError…)."""
-    return DBAPIError.instance(sql, arguments, error, dialect.loaded_dbapi.Error, dialect=dialect)
+def _wrapped(conn: Connection, sql: str, arguments: Any, error: Exception) -> BaseException:
+    """The DBAPI error as `Connection.execute` raises it (IntegrityError, OperationalError…), the
+    connection invalidated as it would be when the error says the connection is lost: the writer's
+    batch then runs again on a new one (a PostgreSQL restart, an idle timeout)."""
+    dialect = conn.dialect
+    lost = dialect.is_disconnect(error, conn.connection.dbapi_connection, None)
+    wrapped = DBAPIError.instance(sql, arguments, error, dialect.loaded_dbapi.Error, dialect=dialect,
+                                  connection_invalidated=lost)
+    if lost:
+        conn.invalidate(wrapped)
+    return wrapped
