@@ -8,6 +8,8 @@ Every failure it can foresee ends the command with one line on stderr and a docu
     2  usage: bad arguments, bad params, a bad PARLEY_* setting, no data directory for an admin command
     3  unavailable: the hub, the database or the port cannot be reached or used
     130  interrupted (Ctrl-C)
+
+A reader that stops reading the output (`parley call … | head`) ends the command quietly, with 0.
 """
 
 import argparse
@@ -259,7 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging()
     try:
-        return int(args.run(args))
+        status = int(args.run(args))
+        sys.stdout.flush()  # here, so a reader gone away is seen below and not at exit
+        return status
+    except BrokenPipeError:
+        # The output's reader stopped reading (`parley call … | head`): end quietly, as `cat` would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except BaseException as exc:  # noqa: BLE001 - the command's boundary: foreseen failures become one line
         failure = failure_of(exc, args)
         if failure is None:

@@ -71,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
             anyio.run(_serve_remote, args.hub, key, profile, backend=args.backend)
         else:
             settings = Settings.from_env(database_url=args.db, data_dir=args.data_dir)
+            if not settings.database_url and not settings.sqlite_path().is_file():
+                # A desktop client starts this in a directory of its own: a new, empty store there would
+                # know no agent, and every key would be refused as invalid.
+                print(f"parley mcp: no Parley store at {settings.sqlite_path()}: pass --data-dir (or PARLEY_DATA_DIR) "
+                      "with the hub's data directory, --db, or --hub with a running hub's URL", file=sys.stderr)
+                return 2
             anyio.run(_serve_embedded, settings, key, profile, backend=args.backend)
     except (HubError, BaseExceptionGroup) as exc:
         error = _single(exc)

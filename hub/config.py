@@ -195,7 +195,11 @@ class Settings(BaseModel):
         return tuple(entries)
 
     def store_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'parley.db').resolve()}"
+        return self.database_url or f"sqlite:///{self.sqlite_path()}"
+
+    def sqlite_path(self) -> Path:
+        """The embedded store's file, used when no database URL is set."""
+        return (self.data_dir / "parley.db").resolve()
 
     def secrets_path(self) -> Path:
         return self.keys_file or self.data_dir / "server-keys.json"

@@ -29,8 +29,8 @@ class CreateScheduleParams(Model):
     cron: CronExpression
     timezone: TimeZone = "UTC"
     enabled: bool = True
-    input: Any = Field(default_factory=dict, description="Each run's input (checked against the workflow's "
-                                                         "input_schema when it fires).")
+    input: Any = Field(default_factory=dict, description="Each run's input: it must satisfy the workflow's "
+                                                         "input_schema now, and is checked again when it fires.")
 
 
 class UpdateScheduleParams(Model):
@@ -40,7 +40,8 @@ class UpdateScheduleParams(Model):
     cron: CronExpression | None = None
     timezone: TimeZone | None = None
     enabled: bool | None = None
-    input: Any = Field(default=None, description="A new input (JSON `null` is an input like any other).")
+    input: Any = Field(default=None, description="A new input (JSON `null` is an input like any other), checked "
+                                                 "against the workflow's input_schema as on create.")
 
 
 class ScheduleRef(Model):

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import socket
 import sqlite3
 import subprocess
@@ -122,6 +123,16 @@ async def test_call_prints_the_result_as_json_and_exits_0(hub: HubClient) -> Non
     result = stdout_json(done)
     assert result["agent"]["agent_id"] == agent.agent_id
     assert result["credential"]["kind"] == "api_key"
+
+
+async def test_call_ends_quietly_when_its_reader_stops_reading(hub: HubClient) -> None:
+    """`parley call … | head`: the reader has gone when the answer is printed; no traceback, status 0."""
+    agent = await hub.register("cli-pipe")
+    command = " ".join([*map(shlex.quote, parley_command("call", "auth.whoami", "{}", "--url", hub.server.url,
+                                                          "--api-key", agent.access_token)), "| true"])
+    with anyio.fail_after(60):
+        done = await anyio.run_process(["bash", "-c", f"{command}; exit ${{PIPESTATUS[0]}}"], check=False)
+    assert (done.returncode, done.stderr) == (0, b"")
 
 
 async def test_the_installed_console_script_calls_the_hub(hub: HubClient) -> None:

@@ -5,6 +5,7 @@ on both protocol eras and both event loops: against a running hub (`--hub URL`),
 import json
 import os
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -106,3 +107,16 @@ async def test_stdio_refuses_to_start_without_a_working_key(hub: HubClient) -> N
     refused = await run({"PARLEY_API_KEY": "prl_not_a_key"}, "--hub", hub.server.url)
     assert refused.returncode == 1 and b"unauthorized" in refused.stderr
     assert refused.stdout == b""  # stdout is the MCP channel: nothing but protocol goes there
+
+
+async def test_stdio_refuses_a_data_dir_that_holds_no_store_and_makes_none(anyio_backend: str, tmp_path: Path) -> None:
+    """A desktop client starts `parley mcp` in a directory of its own. Without this refusal it made a new,
+    empty store there and then called the user's valid key invalid."""
+    env = {name: value for name, value in os.environ.items() if name not in ("PARLEY_DATA_DIR", "PARLEY_DATABASE_URL")}
+    with anyio.fail_after(60):
+        started = await anyio.run_process(parley_command("mcp"), env={**env, "PARLEY_API_KEY": "prl_any"},
+                                          cwd=tmp_path, stdin=subprocess.DEVNULL, check=False)
+    assert started.returncode == 2
+    assert f"no Parley store at {tmp_path.resolve() / 'parley-data' / 'parley.db'}".encode() in started.stderr
+    assert b"--data-dir" in started.stderr and started.stdout == b""
+    assert list(tmp_path.iterdir()) == []

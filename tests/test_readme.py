@@ -129,25 +129,24 @@ async def test_the_documents_example_adds_watches_and_searches_over_mcp(hub: Hub
 
 
 async def test_the_workflows_example_runs_one_over_mcp_while_bob_answers(hub: HubClient, tmp_path: Path) -> None:
+    """As the README runs it: in the walkthrough's shell, as Alice (who owns `ask-bob`), with Bob answering."""
     alice, bob = await hub.register("mcp-workflows"), await hub.register("asked")
-    await hub.call("workflows.create", {"name": "ask", "nodes": [
+    await hub.call("workflows.create", {"name": "ask-bob", "nodes": [
         {"id": "ask", "type": "ask", "to": bob.handle, "text": "{{ input.question }}"}],
         "output": "{{ steps.ask.text }}"}, token=alice.access_token)
-    program = _example_program(tmp_path, "workflows-mcp")
-    process = await anyio.open_process([sys.executable, str(program)], env=await _example_env(hub, alice),
-                                       cwd=tmp_path)
-    try:
-        with anyio.fail_after(60):  # bob answers once the question reaches him
-            while not (asked := await hub.call("workflows.requests", {}, token=bob.access_token))["items"]:
-                await anyio.sleep(0.1)
-            await hub.call("messages.send", {"conversation_id": asked["items"][0]["conversation_id"],
-                                             "body": "Friday works."}, token=bob.access_token)
-            assert await process.wait() == 0
-        assert process.stdout is not None
-        printed = (await process.stdout.receive()).decode()
-    finally:
-        await process.aclose()
-    assert printed.strip().splitlines()[-1] == "completed Friday works."
+    (tmp_path / "run_ask.py").write_text(readme_blocks("workflows-mcp")[0])
+    field = next(line for line in readme_blocks("walkthrough")[0].splitlines() if line.startswith("field()"))
+    script = "set -euo pipefail\n" + field + "\n" + readme_blocks("workflows-mcp-run")[0]
+    env = {**os.environ, "URL": hub.server.url, "PARLEY_URL": hub.server.url, "ALICE": alice.access_token,
+           "BOB": bob.access_token, "J": "content-type: application/json",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("PARLEY_API_KEY", None)  # the block sets it: Alice's credential, not the walkthrough agent's
+    result = await anyio.to_thread.run_sync(lambda: subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=90))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # run_ask.py prints last, after Bob's answer (which curl prints with no newline of its own)
+    assert result.stdout.strip().endswith("completed Friday works."), result.stdout[-3000:]
 
 
 async def test_a_trigger_reports_its_result_to_the_readme_receiver(start_hub: ServerFactory, tmp_path: Path) -> None:

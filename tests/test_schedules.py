@@ -121,9 +121,9 @@ async def test_a_schedule_is_made_read_changed_and_deleted_with_its_next_fire_ti
     assert hourly["input"] == {"n": 1}  # left out: kept
     assert [fire.minute for fire in times(hourly)] == [0, 0, 0]
     assert times(hourly)[1] - times(hourly)[0] == timedelta(hours=1)
-    disabled = await hub.call("schedules.update", {"schedule_id": schedule_id, "enabled": False, "input": None},
+    disabled = await hub.call("schedules.update", {"schedule_id": schedule_id, "enabled": False, "input": {"n": 2}},
                               token=alice.access_token)
-    assert (disabled["enabled"], disabled["next_fire_times"], disabled["input"]) == (False, [], None)
+    assert (disabled["enabled"], disabled["next_fire_times"], disabled["input"]) == (False, [], {"n": 2})
     enabled = await hub.call("schedules.update", {"schedule_id": schedule_id, "enabled": True},
                              token=alice.access_token)
     assert times(enabled) == times(hourly)
@@ -160,6 +160,26 @@ async def test_a_bad_cron_or_time_zone_is_refused_naming_the_field(hub: HubClien
     with raises_code("invalid_request") as caught:
         await hub.call("schedules.update", {"schedule_id": schedule["schedule_id"], **params}, token=alice.access_token)
     assert caught.value.error["data"]["details"]["errors"][0]["field"] == field
+    assert await hub.call("schedules.get", {"schedule_id": schedule["schedule_id"]},
+                          token=alice.access_token) == schedule
+
+
+async def test_an_input_the_workflow_would_refuse_is_refused_when_saved(hub: HubClient, alice: Agent) -> None:
+    """Not at the first fire time, silently: the input is checked against the workflow's input_schema on
+    create and on update, as `workflows.run` checks it, and nothing is saved."""
+    workflow_id = await workflow(hub, alice, input_schema={"type": "object", "required": ["question"]})
+    with raises_code("invalid_request") as caught:
+        await hub.call("schedules.create", {"workflow_id": workflow_id, "cron": "0 * * * *",
+                                            "input": {"report": "daily"}}, token=alice.access_token)
+    assert "input_schema" in caught.value.error["message"]
+    assert caught.value.error["data"]["details"]["errors"][0]["field"] == "input"
+    assert (await hub.call("schedules.list", {}, token=alice.access_token))["items"] == []
+
+    schedule = await hub.call("schedules.create", {"workflow_id": workflow_id, "cron": "0 * * * *",
+                                                   "input": {"question": "how many?"}}, token=alice.access_token)
+    with raises_code("invalid_request"):
+        await hub.call("schedules.update", {"schedule_id": schedule["schedule_id"], "input": None},
+                       token=alice.access_token)
     assert await hub.call("schedules.get", {"schedule_id": schedule["schedule_id"]},
                           token=alice.access_token) == schedule
 
@@ -305,10 +325,12 @@ async def test_a_schedule_fires_on_time_and_once_per_fire_time(local: LocalHub, 
 
 async def test_a_fire_the_workflow_refuses_is_kept_with_its_error(local: LocalHub, clock: ManualClock) -> None:
     _, key = await owner(local)
-    workflow_id = (await local.call(key, "workflows.create", {
-        **TRANSFORM, "input_schema": {"type": "object", "required": ["name"]}}))["workflow_id"]
+    workflow_id = (await local.call(key, "workflows.create", TRANSFORM))["workflow_id"]
     early_in_a_minute(clock)
     schedule = await local.call(key, "schedules.create", {"workflow_id": workflow_id, "cron": "* * * * *"})
+    # The workflow changes after: the schedule's input no longer matches.
+    await local.call(key, "workflows.update", {"workflow_id": workflow_id, **TRANSFORM,
+                                                "input_schema": {"type": "object", "required": ["name"]}})
     move_to(clock, times(schedule)[0] + timedelta(seconds=1))
     with anyio.fail_after(WAIT):
         while (fired := await local.call(key, "schedules.get", {"schedule_id": schedule["schedule_id"]})

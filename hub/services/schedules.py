@@ -52,7 +52,7 @@ from ..usage import Reservation
 from ..workflows import ADVANCE_JOB
 from ..workflows.cron import CronError, Recurrence, recurrence
 from . import cursors
-from .workflows import WorkflowService, check_input_size
+from .workflows import WorkflowService, check_input, check_input_size
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ class ScheduleService:
             workflow = workflow_queries.get_workflow(conn, params.workflow_id)
             if workflow is None or workflow["owner_id"] != caller_id:
                 raise NotFound(f"no workflow {params.workflow_id!r}", {"workflow_id": params.workflow_id})
+            check_input(conn, workflow, params.input)  # refused now, not at every fire
             limit = self._settings.max_schedules
             if (used := schedule_queries.count_of(conn, caller_id)) >= limit:
                 raise QuotaExceeded(f"at most {limit} schedules per agent; delete one first", quota="schedules",
@@ -158,6 +159,10 @@ class ScheduleService:
 
         def write(conn: Connection) -> dict[str, Any]:
             row = self._owned(conn, caller_id, params.schedule_id)
+            if "input" in given:
+                workflow = workflow_queries.get_workflow(conn, row["workflow_id"])
+                assert workflow is not None  # a workflow's schedules go with it
+                check_input(conn, workflow, params.input)
             values: dict[str, Any] = {field: getattr(params, field) for field in given}
             changed = {**row, **values}
             recurring = _checked(changed["cron"], changed["timezone"])

@@ -11,7 +11,7 @@ answers with `workflows.respond`; its pending requests are listed by `workflows.
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -317,10 +317,7 @@ class WorkflowService:
                                        "key for a new run", {"field": "idempotency_key", "execution_id": first["id"]})
                     return StartedExecution(execution_id=first["id"], workflow_id=first["workflow_id"],
                                             version=first["version"])
-            version = workflow_queries.get_version(conn, row["id"], row["version"])
-            assert version is not None
-            definition = version["definition"]
-            _validate_input(definition.get("input_schema", {"type": "object"}), params.input)
+            definition = check_input(conn, row, params.input)
             limit = self._settings.max_active_executions
             if (active := workflow_queries.count_unfinished(conn, caller_id, FINISHED)) >= limit:
                 raise QuotaExceeded(f"at most {limit} runs may be unfinished at once; wait for some to end",
@@ -490,6 +487,20 @@ def check_input_size(value: Any) -> None:
     if len(json.dumps(value).encode()) > MAX_INPUT_BYTES:
         raise InvalidRequest(f"a run's input is at most {MAX_INPUT_BYTES} bytes as JSON",
                              {"field": "input", "max_bytes": MAX_INPUT_BYTES})
+
+
+def check_input(conn: Connection, workflow: Mapping[str, Any], value: Any) -> dict[str, Any]:
+    """The definition of `workflow`'s current version, once `value` satisfies its `input_schema`: what a
+    run (or a schedule, which will start runs with it) is given as input.
+
+    Raises:
+        InvalidRequest: `value` does not satisfy it.
+    """
+    version = workflow_queries.get_version(conn, workflow["id"], workflow["version"])
+    assert version is not None
+    definition: dict[str, Any] = version["definition"]
+    _validate_input(definition.get("input_schema", {"type": "object"}), value)
+    return definition
 
 
 def _validate_input(schema: dict[str, Any], value: Any) -> None:
