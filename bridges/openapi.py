@@ -11,8 +11,9 @@ from hub.operations import OPERATIONS, Operation
 from protocol.errors import ErrorEnvelope, HubError
 from protocol.events import EventCursor
 
+from .rest import BODY_METHODS, STREAMED_RUN
+
 REF: Final = "#/components/schemas/{model}"
-BODY_METHODS: Final = {"POST", "PATCH", "PUT"}
 ERROR_STATUSES: Final = sorted({cls.http_status for cls in HubError.__subclasses__()} | {405})
 SSE_MESSAGE: Final = {
     # OpenAPI 3.1 reads a text/event-stream `schema` as the shape of one SSE message, not of the stream.
@@ -92,12 +93,25 @@ def _operation(op: Operation, refs: dict[tuple[type[BaseModel], str], Any], defs
             "required": bool(required - set(path_names)),
             "content": {"application/json": {"schema": body_schema}},
         }
+        if op.takes_upload:  # the file itself, as `bridges.files.upload_params` reads it
+            fields = ", ".join(f"`{name}`" for name in rest if name != "content_base64")
+            document["requestBody"]["content"]["multipart/form-data"] = {"schema": {
+                "type": "object", "required": ["file"],
+                "description": f"The file as the part `file`; {fields} as text parts (or in the query string), "
+                               "each as in the JSON body. The file's name is the default `name`.",
+                "properties": {"file": {"type": "string", "format": "binary"}}}}
     else:
         parameters += [
             {"name": name, "in": "query", "required": name in required, "schema": _not_null(schema),
              **({"description": schema["description"]} if "description" in schema else {})}
             for name, schema in rest.items()
         ]
+    if op.name == STREAMED_RUN:
+        parameters.append({"name": "stream", "in": "query", "required": False, "schema": {"type": "boolean"},
+                           "description": "`true`: answer 200 with the run's events as Server-Sent Events, "
+                                          "until it ends, instead of 202 at once."})
+        document["responses"]["200"] = {"description": "With `stream=true`: the run's events, until it ends.",
+                                        "content": {"text/event-stream": {"schema": SSE_MESSAGE}}}
     return document
 
 

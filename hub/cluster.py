@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from protocol.events import Event
@@ -93,12 +94,16 @@ class RedisCluster:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Keep the link to Redis and catch up from the store until `close`."""
-        with self._scope:
-            self._checked = await self._store.read(event_queries.head)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._keep_linked)
-                tg.start_soon(self._catch_up_forever)
-                task_status.started()
+        try:
+            with self._scope:
+                self._checked = await self._store.read(event_queries.head)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._keep_linked)
+                    tg.start_soon(self._catch_up_forever)
+                    task_status.started()
+        finally:
+            self._outbox_in.close()  # what is posted from now on is dropped (`_post`): nothing sends it
+            self._outbox.close()
 
     def close(self) -> None:
         self._scope.cancel()
@@ -109,6 +114,8 @@ class RedisCluster:
             try:
                 await self._link()
             except Exception as exc:  # any Redis failure: unlink, keep serving, try again
+                if self._scope.cancel_called:
+                    return  # closing: coredis may end a connection cancelled under it with an error of its own
                 if self._linked or not outage_reported:
                     log.warning("the link to Redis is down (%s); catching up from the store every %ss",
                                 _reason(exc), self._interval)
@@ -134,6 +141,7 @@ class RedisCluster:
             await self._credentials.reload()  # notices may have passed while unlinked
             async for message in pubsub:
                 await self._receive(message["data"])
+            await anyio.lowlevel.checkpoint()  # ended by our own cancellation (`close`): that, not an error
             raise ConnectionError("the subscription ended")
 
     async def _publish_outbox(self, client: "coredis.Redis[bytes]") -> None:

@@ -6,6 +6,7 @@ in order, both nodes agree on every cursor and seq, a revocation on one node hol
 and losing Redis delays events (caught up from the database) but loses none.
 """
 
+import logging
 import os
 import subprocess
 import time
@@ -23,6 +24,7 @@ import pytest
 from bench.report import percentile
 
 from .client import Agent, HubClient, RpcError
+from .inprocess import local_hub
 from .messaging import WAIT, EventSocket, all_events, bodies, direct, event_socket, group, head, send, timeline
 from .servers import (
     HubServer,
@@ -287,6 +289,20 @@ async def test_a_node_starts_and_serves_while_redis_is_away_and_links_when_it_re
         assert (await stream.next())["message"]["body"] == "while away"
         cluster.redis.restore()
         await cluster.until_linked(True)
+
+
+@pytest.mark.parametrize("after_seconds", [0.01, 0.05, 0.3])
+async def test_a_node_closed_while_linked_or_linking_stops_cleanly_and_says_nothing_of_an_outage(
+        tmp_path: Path, anyio_backend: str, after_seconds: float, caplog: pytest.LogCaptureFixture) -> None:
+    """Closing cancels the link. coredis may end a connection cancelled under it with an error of its own
+    (ClosedResourceError, or the subscription's end): that is the close, not an outage to warn of, and
+    on trio it escaped the hub's task group and failed the shutdown."""
+    settings = {"redis_url": os.environ["PARLEY_TEST_REDIS_URL"],
+                "redis_channel": f"parley-test-{uuid.uuid4().hex[:12]}"}
+    with caplog.at_level(logging.WARNING, logger="hub.cluster"), anyio.fail_after(WAIT):
+        async with local_hub(tmp_path, "postgres", **settings):
+            await anyio.sleep(after_seconds)
+    assert [record.getMessage() for record in caplog.records if record.name == "hub.cluster"] == []
 
 
 def test_nodes_starting_together_migrate_one_after_another(tmp_path: Path) -> None:

@@ -169,6 +169,20 @@ async def test_openapi_document_lists_every_operation_once(hub: HubClient) -> No
     assert {"auth.register", "auth.whoami", "keys.create", "agents.search"} <= set(operation_ids)
 
 
+async def test_openapi_describes_the_upload_and_the_streamed_run_as_rest_takes_them(hub: HubClient) -> None:
+    """`POST /api/files` takes the file as multipart (a `file` part), and a run started with `?stream=true`
+    answers with its events as SSE: both in the document, so `/docs` can try them."""
+    paths = (await hub.http.get("/openapi.json")).json()["paths"]
+    upload = paths["/api/files"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert upload["required"] == ["file"] and upload["properties"]["file"]["format"] == "binary"
+    assert "`name`" in upload["description"] and "content_base64" not in upload["description"]
+    run = paths["/api/workflows/{workflow_id}/runs"]["post"]
+    stream = next(parameter for parameter in run["parameters"] if parameter["name"] == "stream")
+    assert (stream["in"], stream["schema"]) == ("query", {"type": "boolean"})
+    assert "text/event-stream" in run["responses"]["200"]["content"]
+    assert all(p["in"] != "query" for p in paths["/api/auth/token"]["post"]["parameters"])  # a body's fields stay in it
+
+
 async def test_docs_page_and_its_assets_are_served_by_the_hub(hub: HubClient) -> None:
     page = await hub.http.get("/docs")
     assert page.status_code == 200 and "/openapi.json" in page.text
@@ -183,3 +197,17 @@ async def test_a_body_of_whitespace_is_not_json_but_no_body_is_no_params(hub: Hu
     whitespace = await hub.http.post(path, content=b"\n", headers=headers)
     assert whitespace.status_code == 400 and whitespace.json()["error"]["code"] == "invalid_request"
     assert (await hub.http.post(path, content=b"", headers=headers)).status_code == 200
+
+
+async def test_an_idempotency_key_used_for_another_message_is_409_naming_the_header(hub: HubClient,
+                                                                                     alice: Agent) -> None:
+    """Over REST a send's `client_msg_id` is its `Idempotency-Key` header: the refusal says so, since a
+    REST caller never wrote a `client_msg_id`."""
+    group = await hub.call("conversations.create_group", {"title": "g"}, token=alice.access_token)
+    path = f"/api/conversations/{group['conversation_id']}/messages"
+    headers = {**bearer(alice.access_token), "idempotency-key": "hello-1"}
+    first = await hub.http.post(path, json={"body": "hello"}, headers=headers)
+    assert (await hub.http.post(path, json={"body": "hello"}, headers=headers)).json() == first.json()
+    other = await hub.http.post(path, json={"body": "something else"}, headers=headers)
+    assert other.status_code == 409 and other.json()["error"]["code"] == "conflict"
+    assert "Idempotency-Key" in other.json()["error"]["message"]

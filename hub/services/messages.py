@@ -114,7 +114,8 @@ def _check_same_request(first: RowMapping, request_hash: str | None) -> None:
     A message sent before fingerprints were kept, or since deleted, has none: its key answers as before.
     """
     if first["request_hash"] is not None and first["request_hash"] != request_hash:
-        raise Conflict("this client_msg_id was already used for a different message; use a new one for a new message",
+        raise Conflict("this client_msg_id (over REST, the Idempotency-Key) was already used for a different "
+                       "message; use a new one for a new message",
                        {"field": "client_msg_id", "message_id": first["id"]})
 
 
