@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -476,6 +477,63 @@ async def test_the_writer_takes_the_write_lock_up_front_also_after_a_batch_faile
     store.dispose()
     engine.dispose()
     assert committed_ids(observer) == {1, 3}
+
+
+@sqlite_only
+async def test_the_writer_commits_without_checkpointing_and_the_wal_is_checkpointed_beside_it(
+        anyio_backend: str, engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's own checkpoint would run inside the writer's commit (and sync the file) while every write
+    waited. The writer's connection has it off, also after a failed batch replaced that connection, and
+    the store copies the WAL into the database on a thread of its own while writes come in."""
+    monkeypatch.setattr(storage.store, "CHECKPOINT_SECONDS", 0.05)
+    store = Store(engine)
+    database = Path(database_url.removeprefix("sqlite:///"))
+
+    def autocheckpoint(conn: Connection) -> int:
+        return int(conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one())
+
+    def write_then_fail(conn: Connection) -> None:
+        conn.execute(items.insert().values(id=-1, value="never"))
+        raise LookupError("no")
+
+    with anyio.fail_after(30):
+        async with running(store):
+            assert await store.write(autocheckpoint) == 0
+            size_before = database.stat().st_size
+            for item_id in range(300):  # 300 pages or so: below the 1,000 of SQLite's own checkpoint
+                await store.write(insert(item_id, "x" * 3000))
+            while database.stat().st_size < size_before + 300 * 3000:  # the pages reached the database
+                await anyio.sleep(0.02)
+            store._writer_dbapi = None  # as after a failed batch: a new DBAPI connection
+            with pytest.raises(LookupError):
+                await store.write(write_then_fail)
+            assert await store.write(autocheckpoint) == 0
+    store.dispose()
+
+
+@sqlite_only
+async def test_the_wal_starts_again_from_its_beginning_under_writes_that_never_pause(
+        anyio_backend: str, engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint beside a busy writer never catches up with it, and the WAL grows until one does:
+    past `WAL_LIMIT_FRAMES` the writer finishes it between two batches, and the WAL starts over."""
+    monkeypatch.setattr(storage.store, "CHECKPOINT_SECONDS", 0.01)
+    monkeypatch.setattr(storage.store, "WAL_LIMIT_FRAMES", 200)
+    store = Store(engine)
+    wal = Path(database_url.removeprefix("sqlite:///") + "-wal")
+    largest = 0
+
+    async def writer(first: int) -> None:
+        nonlocal largest
+        for item_id in range(first, first + 1000):
+            await store.write(insert(item_id, "x" * 3000))
+            largest = max(largest, wal.stat().st_size)
+
+    with anyio.fail_after(120):
+        async with running(store), anyio.create_task_group() as tg:
+            for first in range(0, 8000, 1000):
+                tg.start_soon(writer, first)
+    store.dispose()
+    assert largest < 8000 * 3000 / 4  # some 24 MB written; the WAL stayed a fraction of it
 
 
 def test_the_migrations_build_the_schema_the_queries_are_written_against(database_url: str) -> None:
