@@ -26,6 +26,11 @@ from sqlalchemy import (
 )
 
 
+def _naive_utc(value: datetime) -> datetime:
+    """`value` in UTC, without its zone: how SQLite keeps a time."""
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
 class _SqliteText:
     """SQLite's DATETIME text of a time ("2026-12-05 09:30:00.000000" in UTC), written by `isoformat` in C
     (SQLAlchemy's %-formatting took twice as long).
@@ -44,7 +49,7 @@ class _SqliteText:
         last, text = self._last
         if value is last:
             return text
-        text = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        text = _naive_utc(value).isoformat(" ", "microseconds")
         self._last = (value, text)
         return text
 
@@ -61,8 +66,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return _naive_utc(value) if dialect.name == "sqlite" else value.astimezone(UTC)
 
     def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
         if dialect.name != "sqlite":
