@@ -90,11 +90,9 @@ def append(
     message_id: str | None = None, attachments: list[Attachment] | None = None, request_hash: str | None = None,
 ) -> Message:
     """Add a message to the timeline with the conversation's next seq."""
-    seq = conversation_queries.next_seq(conn, conversation_id)
-    row = {
+    row: dict[str, Any] = {
         "id": message_id or ids.new_id(ids.MESSAGE),
         "conversation_id": conversation_id,
-        "seq": seq,
         "kind": kind.value,
         "sender_id": sender_id,
         "content_type": content_type.value,
@@ -111,11 +109,10 @@ def append(
         "request_hash": request_hash,
         "version": 0,
     }
-    message_queries.insert_message(conn, row)
+    # Writing into a conversation means having read it up to there.
+    row["seq"] = message_queries.append_message(conn, row, read_by=sender_id)
     if attachments:
         file_queries.attach(conn, row["id"], [attachment.file_id for attachment in attachments])
-    # Writing into a conversation means having read it up to there.
-    conversation_queries.advance_read_marker(conn, conversation_id, sender_id, seq)
     return message_of(row)  # type: ignore[arg-type]
 
 
@@ -143,13 +140,11 @@ def emit(
         progress=progress, execution=execution, node=node,
     )
     subject = message.message_id if message is not None else memory_id or subject_id
-    cursor = event_queries.insert_event(
+    activity = conversation_id is not None and message is not None and type not in _NOT_ACTIVITY
+    cursor = event_queries.append_event(
         conn, type=type.value, subject_id=subject, payload=event.model_dump_json(exclude={"cursor"}),
-        created_at=now,
+        created_at=now, to=to, activity_of=conversation_id if activity else None,
     )
-    event_queries.insert_deliveries(conn, cursor, to)
-    if conversation_id is not None and message is not None and type not in _NOT_ACTIVITY:
-        conversation_queries.set_activity(conn, conversation_id, cursor, now)
     return event.model_copy(update={"cursor": cursor}), tuple(to)
 
 

@@ -1,7 +1,6 @@
 """Conversations and their members."""
 
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -30,10 +29,6 @@ _get_conversation = Prepared(select(conversations).where(conversations.c.id == b
 _next_seq = Prepared(
     update(conversations).where(conversations.c.id == bindparam("p_id"))
     .values(last_seq=conversations.c.last_seq + 1).returning(conversations.c.last_seq)
-)
-_set_activity = Prepared(
-    update(conversations).where(conversations.c.id == bindparam("p_id"))
-    .values(activity=bindparam("p_activity"), last_activity_at=bindparam("p_at"))
 )
 _current_membership = Prepared(
     select(conversations.c.kind, conversation_members.c.joined_seq)
@@ -93,10 +88,6 @@ def next_seq(conn: Connection, conversation_id: str) -> int:
     seq = _next_seq.scalar(conn, {"p_id": conversation_id})
     assert seq is not None, f"no conversation {conversation_id!r}"
     return int(seq)
-
-
-def set_activity(conn: Connection, conversation_id: str, activity: int, at: datetime) -> None:
-    _set_activity.rowcount(conn, {"p_id": conversation_id, "p_activity": activity, "p_at": at})
 
 
 def current_membership(conn: Connection, conversation_id: str, agent_id: str) -> tuple[str, int] | None:

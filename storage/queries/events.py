@@ -4,9 +4,10 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, RowMapping, func, select, update
+from sqlalchemy import Connection, RowMapping, String, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql
 
-from storage.schema import EncodedJson, deliveries, events
+from storage.schema import EncodedJson, conversations, deliveries, events
 
 from ._prepared import Prepared
 
@@ -46,18 +47,53 @@ _insert_event = Prepared(
     column_keys=("type", "subject_id", "payload", "created_at"),
 )
 _insert_deliveries = Prepared(deliveries.insert(), column_keys=("agent_id", "event_id"))
+_set_activity = Prepared(
+    update(conversations).where(conversations.c.id == bindparam("conversation_id"))
+    .values(activity=bindparam("cursor"), last_activity_at=bindparam("created_at"))
+)
 
 
-def insert_event(conn: Connection, *, type: str, subject_id: str | None, payload: str, created_at: datetime) -> int:
-    """Append one event about `subject_id` (the message or memory its payload carries); return its cursor.
-    `payload` is the event's JSON text, stored as it is."""
-    return int(_insert_event.scalar(conn, {"type": type, "subject_id": subject_id, "payload": EncodedJson(payload),
-                                           "created_at": created_at}))
+def _append_in_one_statement() -> Prepared:
+    """PostgreSQL: the event, its deliveries and the conversation's activity in one statement.
+
+    Each statement is a round trip to the server (60-140 µs apiece measured under a send load), and an
+    append is three of them otherwise. The deliveries' rows come from the recipients' ids as one array.
+    """
+    new_event = (events.insert()
+                 .values(type=bindparam("type"), subject_id=bindparam("subject_id"), payload=bindparam("payload"),
+                         created_at=bindparam("created_at"))
+                 .returning(events.c.id).cte("new_event"))
+    delivered = deliveries.insert().from_select(
+        ["agent_id", "event_id"],
+        select(func.unnest(bindparam("agent_ids", type_=postgresql.ARRAY(String))), new_event.c.id),
+    ).cte("delivered")
+    active = (update(conversations).where(conversations.c.id == bindparam("conversation_id"))
+              .values(activity=select(new_event.c.id).scalar_subquery(), last_activity_at=bindparam("created_at"))
+              .cte("active"))
+    return Prepared(select(new_event.c.id).add_cte(delivered, active))
 
 
-def insert_deliveries(conn: Connection, event_id: int, agent_ids: Collection[str]) -> None:
-    if agent_ids:
-        _insert_deliveries.execute_many(conn, [{"agent_id": agent_id, "event_id": event_id} for agent_id in agent_ids])
+_append = _append_in_one_statement()
+
+
+def append_event(
+    conn: Connection, *, type: str, subject_id: str | None, payload: str, created_at: datetime,
+    to: Collection[str], activity_of: str | None = None,
+) -> int:
+    """Append one event about `subject_id` (the message or memory its payload carries), delivered to the
+    agents `to`; with `activity_of`, it becomes that conversation's latest activity. Returns its cursor.
+
+    `payload` is the event's JSON text, stored as it is.
+    """
+    params = {"type": type, "subject_id": subject_id, "payload": EncodedJson(payload), "created_at": created_at}
+    if conn.dialect.name == "postgresql":
+        return int(_append.scalar(conn, {**params, "agent_ids": list(to), "conversation_id": activity_of}))
+    cursor = int(_insert_event.scalar(conn, params))
+    if to:
+        _insert_deliveries.execute_many(conn, [{"agent_id": agent_id, "event_id": cursor} for agent_id in to])
+    if activity_of is not None:
+        _set_activity.rowcount(conn, {"conversation_id": activity_of, "cursor": cursor, "created_at": created_at})
+    return cursor
 
 
 def list_for_agent(conn: Connection, agent_id: str, *, after: int, limit: int) -> list[RowMapping]:

@@ -10,13 +10,46 @@ from storage.schema import conversation_members, conversations, messages
 
 from ._prepared import Prepared
 from .blocks import blocked_by
+from .conversations import advance_read_marker, next_seq
 
 _insert_message = Prepared(messages.insert(), column_keys=[column.key for column in messages.columns])
 
 
-def insert_message(conn: Connection, row: dict[str, Any]) -> None:
-    """`row` has every column (prepared: it runs for every message sent)."""
-    _insert_message.execute(conn, row).close()
+def _append_in_one_statement() -> Prepared:
+    """PostgreSQL: the conversation's next seq, the message with it, and the reader's marker moved to it,
+    in one statement (three round trips to the server otherwise, 60-120 µs apiece under a send load)."""
+    next_seq = (update(conversations).where(conversations.c.id == bindparam("conversation_id"))
+                .values(last_seq=conversations.c.last_seq + 1).returning(conversations.c.last_seq).cte("next_seq"))
+    given = [column for column in messages.columns if column.key != "seq"]
+    inserted = messages.insert().from_select(
+        [*given, messages.c.seq], select(*[bindparam(column.key, type_=column.type) for column in given],
+                                         next_seq.c.last_seq),
+    ).cte("inserted")
+    read = (update(conversation_members)
+            .where(conversation_members.c.conversation_id == bindparam("conversation_id"),
+                   conversation_members.c.agent_id == bindparam("read_by"),
+                   conversation_members.c.last_read_seq < next_seq.c.last_seq)
+            .values(last_read_seq=next_seq.c.last_seq).cte("read"))
+    return Prepared(select(next_seq.c.last_seq).add_cte(inserted, read))
+
+
+_append_message = _append_in_one_statement()
+
+
+def append_message(conn: Connection, row: dict[str, Any], *, read_by: str) -> int:
+    """Insert `row` (every column but `seq`) with the conversation's next seq, and move `read_by`'s read
+    marker up to it; return the seq. Prepared: it runs for every message sent.
+
+    The seq is taken as `next_seq` takes it (the conversation's row stays locked until the commit).
+    """
+    if conn.dialect.name == "postgresql":
+        seq = _append_message.scalar(conn, {**row, "read_by": read_by})
+        assert seq is not None, f"no conversation {row['conversation_id']!r}"
+        return int(seq)
+    seq = next_seq(conn, row["conversation_id"])
+    _insert_message.execute(conn, {**row, "seq": seq}).close()
+    advance_read_marker(conn, row["conversation_id"], read_by, seq)
+    return seq
 
 
 def get_message(conn: Connection, message_id: str) -> RowMapping | None:
