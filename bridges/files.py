@@ -16,6 +16,7 @@ from typing import IO, Final
 from urllib.parse import quote
 
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -68,7 +69,8 @@ async def upload_params(request: Request, hub: Hub) -> tuple[dict[str, str], Spo
 
     Raises:
         PayloadTooLarge: the body passes the file limit (refused as soon as it does).
-        InvalidRequest: no `file` part.
+        InvalidRequest: a body that is not multipart as it says, more than one file or ten fields, or no
+            `file` part.
     """
     limit = hub.settings.max_file_bytes + MULTIPART_OVERHEAD
     declared = request.headers.get("content-length")
@@ -76,7 +78,10 @@ async def upload_params(request: Request, hub: Hub) -> tuple[dict[str, str], Spo
         raise PayloadTooLarge(f"a file is limited to {hub.settings.max_file_bytes} bytes",
                               {"max_bytes": hub.settings.max_file_bytes})
     bounded = Request(request.scope, receive=limited(request.receive, limit))
-    form = await bounded.form(max_files=1, max_fields=10)
+    try:
+        form = await bounded.form(max_files=1, max_fields=10)
+    except HTTPException as error:  # Starlette's own 400, in text/plain, for a body it cannot parse
+        raise InvalidRequest(f"the multipart body could not be read: {error.detail}", {"field": "file"}) from None
     part = form.get("file")
     if not isinstance(part, UploadFile):
         raise InvalidRequest("send the file as a multipart part named `file`", {"field": "file"})

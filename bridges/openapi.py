@@ -93,6 +93,13 @@ def _operation(op: Operation, refs: dict[tuple[type[BaseModel], str], Any], defs
             "required": bool(required - set(path_names)),
             "content": {"application/json": {"schema": body_schema}},
         }
+        if op.takes_upload:  # the file itself, as `bridges.files.upload_params` reads it
+            fields = ", ".join(f"`{name}`" for name in rest if name != "content_base64")
+            document["requestBody"]["content"]["multipart/form-data"] = {"schema": {
+                "type": "object", "required": ["file"],
+                "description": f"The file as the part `file`; {fields} as text parts (or in the query string), "
+                               "each as in the JSON body. The file's name is the default `name`.",
+                "properties": {"file": {"type": "string", "format": "binary"}}}}
     else:
         parameters += [
             {"name": name, "in": "query", "required": name in required, "schema": _not_null(schema),

@@ -145,6 +145,24 @@ def strict_files(tmp_path_factory: pytest.TempPathFactory, anyio_backend: str, s
         drop_postgres_database(server.database_url)
 
 
+async def test_a_body_that_is_not_the_multipart_it_says_is_a_json_400_and_stores_nothing(
+    hub: HubClient, alice: Agent
+) -> None:
+    """Starlette answers a multipart body it cannot parse with its own text/plain 400; the hub's error is
+    JSON with a code, as for every other refused request (schemathesis found a body with no part headers)."""
+    boundary = "7c5156fb04a2177cf9e322ad31ebde44"
+    broken = f"--{boundary}\r\nNone--{boundary}--\r\n".encode()
+    two_files = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n'
+                         f"{name}\r\n".encode() for name in ("a.txt", "b.txt")) + f"--{boundary}--\r\n".encode()
+    for body in (broken, two_files):
+        answer = await hub.http.post("/api/files", content=body, headers={
+            **bearer(alice), "content-type": f"multipart/form-data; boundary={boundary}"})
+        assert answer.status_code == 400 and answer.headers["content-type"] == "application/json", answer.text
+        assert answer.json()["error"]["code"] == "invalid_request"
+        assert answer.json()["error"]["details"] == {"field": "file"}
+    assert (await hub.call("files.list", {}, token=alice.access_token))["items"] == []
+
+
 @diagonal
 async def test_file_size_quota_and_upload_rate_are_limits_with_clear_errors(strict_files: HubServer) -> None:
     async with HubClient(strict_files) as hub:

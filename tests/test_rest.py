@@ -169,9 +169,13 @@ async def test_openapi_document_lists_every_operation_once(hub: HubClient) -> No
     assert {"auth.register", "auth.whoami", "keys.create", "agents.search"} <= set(operation_ids)
 
 
-async def test_openapi_describes_the_streamed_run_as_rest_takes_it(hub: HubClient) -> None:
-    """A run started with `?stream=true` answers with its events as SSE: in the document, so `/docs` can try it."""
+async def test_openapi_describes_the_upload_and_the_streamed_run_as_rest_takes_them(hub: HubClient) -> None:
+    """`POST /api/files` takes the file as multipart (a `file` part), and a run started with `?stream=true`
+    answers with its events as SSE: both in the document, so `/docs` can try them."""
     paths = (await hub.http.get("/openapi.json")).json()["paths"]
+    upload = paths["/api/files"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert upload["required"] == ["file"] and upload["properties"]["file"]["format"] == "binary"
+    assert "`name`" in upload["description"] and "content_base64" not in upload["description"]
     run = paths["/api/workflows/{workflow_id}/runs"]["post"]
     stream = next(parameter for parameter in run["parameters"] if parameter["name"] == "stream")
     assert (stream["in"], stream["schema"]) == ("query", {"type": "boolean"})
