@@ -40,7 +40,9 @@ def append_message(conn: Connection, row: dict[str, Any], *, read_by: str) -> in
     """Insert `row` (every column but `seq`) with the conversation's next seq, and move `read_by`'s read
     marker up to it; return the seq. Prepared: it runs for every message sent.
 
-    The seq is taken as `next_seq` takes it (the conversation's row stays locked until the commit).
+    The seq is taken as `next_seq` takes it (the conversation's row stays locked until the commit). On
+    PostgreSQL the marker's condition is read in the statement's snapshot, taken before it waits for
+    that row: right because a read marker only ever moves up.
     """
     if conn.dialect.name == "postgresql":
         seq = _append_message.scalar(conn, {**row, "read_by": read_by})

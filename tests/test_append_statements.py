@@ -1,0 +1,155 @@
+"""`messages.append_message` and `events.append_event` write the same on both stores.
+
+On PostgreSQL each is one statement with data-modifying `WITH` clauses (next seq + message + the
+sender's read marker; event + deliveries + the conversation's activity), one round trip instead of
+three; on SQLite the same parts run as separate statements. Nothing but these tests runs the two
+branches side by side, so each checks the whole of what an append writes, on a real database of
+each kind, and that a failed append writes nothing inside the savepoint the writer gives it.
+"""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import IntegrityError
+
+from storage.migrations import upgrade
+from storage.queries.events import append_event
+from storage.queries.messages import append_message
+from storage.schema import agents, conversation_members, conversations, deliveries, events, messages
+from storage.store import create_store_engine
+
+START = datetime(2026, 12, 5, 9, 30, tzinfo=UTC)
+LATER = datetime(2026, 12, 6, 11, 15, 0, 654321, tzinfo=timezone(timedelta(hours=2)))
+"""Not in UTC: the time must come back as the same instant on both stores."""
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """Agents a, b, c; conversations cv and cv2 (at seq 4, activity cursor 7), a and b members of both."""
+    engine = create_store_engine(database_url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(agents.insert(), [
+            {"id": agent_id, "handle": agent_id, "display_name": None, "description": None, "visibility": "public",
+             "metadata": {}, "is_admin": False, "recovery_key_hash": "x", "credential_epoch": 0,
+             "suspended_at": None, "suspended_reason": None, "created_at": START, "updated_at": START}
+            for agent_id in "abc"])
+        conn.execute(conversations.insert(), [
+            {"id": conversation_id, "kind": "group", "title": None, "topic": None, "direct_key": None,
+             "created_by": "a", "created_at": START, "updated_at": START, "last_seq": 4, "activity": 7,
+             "last_activity_at": START}
+            for conversation_id in ("cv", "cv2")])
+        conn.execute(conversation_members.insert(), [
+            {"conversation_id": conversation_id, "agent_id": agent_id, "role": "member", "joined_at": START,
+             "joined_seq": 1, "left_at": None, "left_seq": None, "last_read_seq": 2}
+            for conversation_id in ("cv", "cv2") for agent_id in "ab"])
+    yield engine
+    engine.dispose()
+
+
+def _message(message_id: str, **changes: Any) -> dict[str, Any]:
+    """A message row with every column but `seq`, none at its default, so a column left out shows."""
+    return {
+        "id": message_id, "conversation_id": "cv", "kind": "message", "sender_id": "a",
+        "content_type": "text/markdown", "body": "hello é", "metadata": {"n": 1, "nested": [None, {"x": "y"}]},
+        "system": {"action": "renamed"}, "reply_to": "msg_earlier", "client_msg_id": f"key-{message_id}",
+        "created_at": LATER, "edited_at": LATER + timedelta(seconds=1), "revision": 2,
+        "deleted_at": LATER + timedelta(seconds=2), "attachments": [{"file_id": "f1", "name": "a.txt", "size": 3}],
+        "request_hash": "ab" * 32, "version": 3, **changes,
+    }
+
+
+def _conversation(conn: Connection, conversation_id: str = "cv") -> dict[str, Any]:
+    row = conn.execute(select(conversations.c.last_seq, conversations.c.activity, conversations.c.last_activity_at)
+                       .where(conversations.c.id == conversation_id)).one()
+    return dict(row._mapping)
+
+
+def _read_markers(conn: Connection, conversation_id: str = "cv") -> dict[str, int]:
+    return dict(conn.execute(select(conversation_members.c.agent_id, conversation_members.c.last_read_seq)
+                             .where(conversation_members.c.conversation_id == conversation_id)).all())
+
+
+def _messages(conn: Connection) -> list[dict[str, Any]]:
+    return [dict(row) for row in conn.execute(select(messages).order_by(messages.c.seq)).mappings()]
+
+
+def _delivered(conn: Connection) -> list[tuple[str, int]]:
+    rows = conn.execute(select(deliveries.c.agent_id, deliveries.c.event_id)
+                        .order_by(deliveries.c.event_id, deliveries.c.agent_id))
+    return [(agent_id, event_id) for agent_id, event_id in rows]
+
+
+def test_a_message_takes_the_conversations_next_seq_and_is_stored_with_every_column_given(engine: Engine) -> None:
+    with engine.begin() as conn:
+        first = append_message(conn, _message("m1"), read_by="a")
+        second = append_message(conn, _message("m2", body=None, metadata=None, attachments=None), read_by="a")
+        assert (first, second) == (5, 6)
+        assert _conversation(conn)["last_seq"] == 6
+        assert _conversation(conn, "cv2")["last_seq"] == 4
+        assert _messages(conn) == [{**_message("m1"), "seq": 5},
+                                   {**_message("m2", body=None, metadata=None, attachments=None), "seq": 6}]
+
+
+def test_the_senders_read_marker_moves_up_to_the_seq_and_never_down(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(conversation_members.update().values(last_read_seq=9)
+                     .where(conversation_members.c.conversation_id == "cv", conversation_members.c.agent_id == "b"))
+        assert append_message(conn, _message("m1"), read_by="a") == 5
+        assert _read_markers(conn) == {"a": 5, "b": 9}  # only the sender's, and only in this conversation
+        assert _read_markers(conn, "cv2") == {"a": 2, "b": 2}
+        assert append_message(conn, _message("m2", sender_id="b"), read_by="b") == 6
+        assert _read_markers(conn) == {"a": 5, "b": 9}
+
+
+@pytest.mark.parametrize("to", [[], ["b"], ["c", "a", "b"]])
+def test_an_event_is_stored_and_delivered_once_to_each_agent_it_is_for(engine: Engine, to: list[str]) -> None:
+    with engine.begin() as conn:
+        conversation = _conversation(conn)
+        cursor = append_event(conn, type="message.created", subject_id="m1", payload='{"k": [1, "é"]}',
+                              created_at=LATER, to=to)
+        stored = conn.execute(select(events)).mappings().one()
+        assert dict(stored) == {"id": cursor, "type": "message.created", "subject_id": "m1",
+                                "payload": {"k": [1, "é"]}, "created_at": LATER}
+        assert _delivered(conn) == sorted((agent_id, cursor) for agent_id in to)
+        assert _conversation(conn) == conversation  # no activity_of: not the conversation's activity
+
+
+def test_an_event_becomes_the_activity_of_the_conversation_named_and_of_no_other(engine: Engine) -> None:
+    with engine.begin() as conn:
+        cursor = append_event(conn, type="message.created", subject_id=None, payload="{}", created_at=LATER,
+                              to=["a"], activity_of="cv")
+        assert _conversation(conn) == {"last_seq": 4, "activity": cursor, "last_activity_at": LATER}
+        assert _conversation(conn, "cv2") == {"last_seq": 4, "activity": 7, "last_activity_at": START}
+        assert _delivered(conn) == [("a", cursor)]
+
+
+def test_a_duplicate_client_msg_id_raises_integrity_error_and_writes_nothing(engine: Engine) -> None:
+    """What `messages.send` relies on to retry a send that lost a race: the error as SQLAlchemy's, and
+    the savepoint the writer runs a failed write in, rolled back, leaving no trace of it."""
+    with engine.connect() as conn, conn.begin():
+        append_message(conn, _message("m1", client_msg_id="same"), read_by="a")
+        before = (_conversation(conn), _read_markers(conn), _messages(conn))
+        savepoint = conn.begin_nested()
+        with pytest.raises(IntegrityError):
+            append_message(conn, _message("m2", client_msg_id="same"), read_by="a")
+        savepoint.rollback()
+        assert (_conversation(conn), _read_markers(conn), _messages(conn)) == before
+        assert append_message(conn, _message("m3"), read_by="a") == 6  # the seq it would have taken
+
+
+def test_an_event_whose_delivery_fails_writes_nothing(engine: Engine) -> None:
+    """An agent named twice: the deliveries' key refuses the second, and the event and activity go with it."""
+    with engine.connect() as conn, conn.begin():
+        before = _conversation(conn)
+        savepoint = conn.begin_nested()
+        with pytest.raises(IntegrityError):
+            append_event(conn, type="message.created", subject_id=None, payload="{}", created_at=LATER,
+                         to=["a", "b", "a"], activity_of="cv")
+        savepoint.rollback()
+        assert conn.execute(select(events.c.id)).all() == []
+        assert _delivered(conn) == []
+        assert _conversation(conn) == before
