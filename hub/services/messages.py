@@ -12,7 +12,7 @@
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy import Connection, RowMapping
@@ -62,6 +62,7 @@ from .timeline import (
     erase_from_events,
     recipients,
     require_current_member,
+    require_current_sender,
     require_member,
     write_and_publish,
 )
@@ -93,11 +94,10 @@ def visible_message(conn: Connection, message_id: str, agent_id: str) -> tuple[R
     return conversation, member, message
 
 
-def _check_not_blocked_by_peer(conn: Connection, conversation_id: str, kind: str, sender_id: str) -> None:
-    """Raises Blocked when the conversation is direct and the other agent blocks the sender."""
-    if kind != ConversationKind.DIRECT:
-        return
-    if block_queries.blocked_by_other_member(conn, conversation_id, sender_id):
+def _check_not_blocked_by_peer(kind: str, blocked_by_other_member: Callable[[], bool]) -> None:
+    """Raises Blocked when the conversation is direct and the other agent blocks the sender (only then is
+    `blocked_by_other_member` asked)."""
+    if kind == ConversationKind.DIRECT and blocked_by_other_member():
         raise Blocked("the other agent does not accept messages from you")
 
 
@@ -151,14 +151,14 @@ class MessageService:
             else:
                 assert params.conversation_id is not None
                 conversation_id = params.conversation_id
-            kind, joined_seq = require_current_member(conn, conversation_id, caller_id)
+            kind, joined_seq, blocked_by_peer = require_current_sender(conn, conversation_id, caller_id)
             if params.client_msg_id is not None:
                 first = message_queries.find_by_client_msg_id(conn, conversation_id, caller_id, params.client_msg_id)
                 if first is not None:
                     _check_same_request(first, request_hash)
                     return message_of(first), deliveries
             sending.check()  # a new message: within the sender's daily limit, or nothing is written
-            _check_not_blocked_by_peer(conn, conversation_id, kind, caller_id)
+            _check_not_blocked_by_peer(kind, lambda: blocked_by_peer)
             if params.reply_to is not None:
                 self._check_reply_to(conn, params.reply_to, conversation_id, joined_seq)
             message = append(
@@ -277,7 +277,8 @@ class MessageService:
                 raise Forbidden("only its sender may edit a message")
             if row["deleted_at"] is not None:
                 raise Conflict("the message was deleted", {"message_id": params.message_id})
-            _check_not_blocked_by_peer(conn, conversation["id"], conversation["kind"], caller_id)
+            _check_not_blocked_by_peer(conversation["kind"], lambda: block_queries.blocked_by_other_member(
+                conn, conversation["id"], caller_id))
             content_type = params.content_type or ContentType(row["content_type"])
             try:
                 check_body(params.body, content_type)

@@ -76,6 +76,20 @@ def require_current_member(conn: Connection, conversation_id: str, agent_id: str
     return ConversationKind(kind), joined_seq
 
 
+def require_current_sender(conn: Connection, conversation_id: str, agent_id: str) -> tuple[ConversationKind, int, bool]:
+    """`require_current_member` for a send, in the same statement: and whether another member (current
+    or past) blocks the sender.
+
+    Raises:
+        NotFound: as `require_member`.
+    """
+    found = conversation_queries.membership_to_send(conn, conversation_id, agent_id)
+    if found is None:
+        raise conversation_not_found(conversation_id)
+    kind, joined_seq, blocked = found
+    return ConversationKind(kind), joined_seq, blocked
+
+
 def can_see(member: RowMapping, message: RowMapping, blocked_sender: bool) -> bool:
     """Whether a current member sees `message`: sent since it joined, and not from an agent it blocks."""
     if message["seq"] < member["joined_seq"]:
