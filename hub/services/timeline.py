@@ -63,7 +63,7 @@ def require_member(conn: Connection, conversation_id: str, agent_id: str) -> tup
 
 
 def require_current_member(conn: Connection, conversation_id: str, agent_id: str) -> tuple[ConversationKind, int]:
-    """`require_member` in one light query, for the send path: the conversation's kind and the
+    """`require_member` in one light query, for the hot paths: the conversation's kind and the
     member's `joined_seq`.
 
     Raises:

@@ -102,7 +102,7 @@ def next_seq(conn: Connection, conversation_id: str) -> int:
 
 def current_membership(conn: Connection, conversation_id: str, agent_id: str) -> tuple[str, int] | None:
     """The conversation's `kind` and the member's `joined_seq`, if `agent_id` is a current member
-    (the light `get_member` + `get_conversation` of the send path)."""
+    (a light `get_member` + `get_conversation`, for the hot paths)."""
     row = _current_membership.first(conn, {"p_conversation_id": conversation_id, "p_agent_id": agent_id})
     return None if row is None else (row[0], int(row[1]))
 

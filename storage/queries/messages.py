@@ -16,21 +16,21 @@ _insert_message = Prepared(messages.insert(), column_keys=[column.key for column
 
 
 def _append_in_one_statement() -> Prepared:
-    """PostgreSQL: the conversation's next seq, the message with it, and the reader's marker moved to it,
-    in one statement (three round trips to the server otherwise, 60-120 µs apiece under a send load)."""
-    next_seq = (update(conversations).where(conversations.c.id == bindparam("conversation_id"))
-                .values(last_seq=conversations.c.last_seq + 1).returning(conversations.c.last_seq).cte("next_seq"))
+    """PostgreSQL: the conversation's next seq, the message with it, and `read_by`'s marker moved to it, in
+    one statement (three round trips to the server otherwise, 60-140 µs apiece under a send load)."""
+    counter = (update(conversations).where(conversations.c.id == bindparam("conversation_id"))
+               .values(last_seq=conversations.c.last_seq + 1).returning(conversations.c.last_seq).cte("next_seq"))
     given = [column for column in messages.columns if column.key != "seq"]
     inserted = messages.insert().from_select(
         [*given, messages.c.seq], select(*[bindparam(column.key, type_=column.type) for column in given],
-                                         next_seq.c.last_seq),
+                                         counter.c.last_seq),
     ).cte("inserted")
     read = (update(conversation_members)
             .where(conversation_members.c.conversation_id == bindparam("conversation_id"),
                    conversation_members.c.agent_id == bindparam("read_by"),
-                   conversation_members.c.last_read_seq < next_seq.c.last_seq)
-            .values(last_read_seq=next_seq.c.last_seq).cte("read"))
-    return Prepared(select(next_seq.c.last_seq).add_cte(inserted, read))
+                   conversation_members.c.last_read_seq < counter.c.last_seq)
+            .values(last_read_seq=counter.c.last_seq).cte("read"))
+    return Prepared(select(counter.c.last_seq).add_cte(inserted, read))
 
 
 _append_message = _append_in_one_statement()
