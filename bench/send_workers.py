@@ -3,7 +3,8 @@ messages/s for each N, with the first N (one worker: a plain `parley serve` on t
 floor, and a count of the database afterwards: nothing lost, nothing duplicated.
 
     .venv/bin/python -m bench.send_workers [--workers 1,2] [--backend asyncio|trio|both] [--agents 16]
-                                           [--messages 2000] [--window 16] [--quick] [--json PATH]
+                                           [--messages 2000] [--window 16] [--db-delay-ms 0] [--quick]
+                                           [--json PATH]
 
 The load is `bench.send`'s: agents paired into direct conversations, one WebSocket each, pipelining
 `messages.send` with `--window` requests in flight (an answer means the message is committed). Each
@@ -17,10 +18,15 @@ so `lost` (acknowledged, missing) and `duplicated` (stored twice) are exact. The
 how many connections each worker took, the CPU of the hub's processes, of the client and of the
 whole machine (`machine_cores`, of 2: PostgreSQL, Redis and the client share the machine with the
 workers), and the load averages when the run began.
+
+With `--db-delay-ms`, the hub reaches PostgreSQL through a proxy in this process that holds every
+chunk that long each way (`tests.tcp_proxy.TcpProxy`): a database a network hop away, where each
+statement's round trip, not the machine, decides how fast one writer goes.
 """
 
 import argparse
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
@@ -37,6 +43,7 @@ from bench.report import Figure, add_common_options, backends, emit, percentile
 from bench.send import Run, Sizes, add_size_options, paired, send_frames, sizes_of
 from storage.store import create_store_engine
 from tests.servers import HubServer, drop_postgres_database, make_server
+from tests.tcp_proxy import TcpProxy
 
 SCENARIO: Final = "send, --workers"
 TARGET: Final = 1.6
@@ -117,11 +124,17 @@ async def _send(conns: list[WsClient], conversation_ids: list[str], sizes: Sizes
                p99_ms=percentile(latencies, 0.99) * 1000, cpu=cpu)
 
 
-async def workers_run(backend: str, sizes: Sizes, workers: int) -> WorkersRun:
-    with tempfile.TemporaryDirectory(prefix="parley-bench-workers-") as tmp:
+async def workers_run(backend: str, sizes: Sizes, workers: int, db_delay_ms: float) -> WorkersRun:
+    with tempfile.TemporaryDirectory(prefix="parley-bench-workers-") as tmp, contextlib.ExitStack() as stack:
         server = make_server(backend, "postgres", Path(tmp), redis_url=os.environ["PARLEY_TEST_REDIS_URL"],
                              redis_channel=f"parley-bench-{os.getpid()}-{workers}")
         server.serve_args = ("--workers", str(workers))
+        if db_delay_ms:
+            url = sa.make_url(server.database_url)
+            proxy = stack.enter_context(TcpProxy(url.host or "127.0.0.1", url.port or 5432,
+                                                 delay_seconds=db_delay_ms / 1000))
+            server.env["PARLEY_DATABASE_URL"] = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+                hide_password=False)
         conns: list[WsClient] = []
         try:
             server.launch()
@@ -150,7 +163,7 @@ def _workers(count: int) -> str:
     return f"{count} worker{'s' if count > 1 else ''}"
 
 
-def figures(backend: str, sizes: Sizes, runs: dict[int, WorkersRun]) -> list[Figure]:
+def figures(backend: str, sizes: Sizes, runs: dict[int, WorkersRun], db_delay_ms: float) -> list[Figure]:
     first = next(iter(runs))
     found = []
     for workers, measured in runs.items():
@@ -165,7 +178,7 @@ def figures(backend: str, sizes: Sizes, runs: dict[int, WorkersRun]) -> list[Fig
              "connections_per_worker": measured.connections, "lost": measured.lost,
              "duplicated": measured.duplicated, "ack_p50_ms": round(measured.run.p50_ms, 1),
              "ack_p99_ms": round(measured.run.p99_ms, 1), "cpu": measured.run.cpu,
-             "load_at_start": measured.load}))
+             "load_at_start": measured.load, "db_delay_ms": db_delay_ms}))
     return found
 
 
@@ -173,6 +186,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_options(parser)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts; the first is the floor")
+    parser.add_argument("--db-delay-ms", type=float, default=0.0,
+                        help="hold each chunk to and from PostgreSQL this long (a database a network hop away)")
     add_size_options(parser)
     args = parser.parse_args()
     sizes = sizes_of(parser, args)
@@ -183,9 +198,11 @@ def main() -> None:
     os.environ.setdefault("PARLEY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
     os.environ.setdefault("PARLEY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     os.environ.setdefault("PARLEY_LOG_LEVEL", "WARNING")
+    if args.db_delay_ms < 0:
+        parser.error("--db-delay-ms: expected 0 or more")
     emit([figure for backend in backends(args.backend)
-          for figure in figures(backend, sizes, {workers: run(workers_run(backend, sizes, workers))
-                                                  for workers in counts})],
+          for figure in figures(backend, sizes, {workers: run(workers_run(backend, sizes, workers, args.db_delay_ms))
+                                                  for workers in counts}, args.db_delay_ms)],
          json_path=args.json_path)
 
 

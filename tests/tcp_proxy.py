@@ -1,4 +1,5 @@
-"""A loopback TCP proxy a test can cut, to take a service (Redis) away from the hubs behind it.
+"""A loopback TCP proxy a test can cut, to take a service (Redis) away from the hubs behind it, or that
+holds what it forwards a while, to put a service a network hop away (a benchmark's PostgreSQL).
 
 Threads, not the test's event loop: the proxy must keep pumping while the test awaits, on either
 backend, and a cut must look to the hub exactly like a lost network link (the socket closes).
@@ -6,15 +7,17 @@ backend, and a cut must look to the hub exactly like a lost network link (the so
 
 import socket
 import threading
+import time
 from types import TracebackType
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:`port` to `target`. `cut()` closes every connection and refuses new ones
-    until `restore()`."""
+    """Forwards 127.0.0.1:`port` to `target`, each chunk after `delay_seconds` (each way). `cut()` closes
+    every connection and refuses new ones until `restore()`."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, delay_seconds: float = 0.0) -> None:
         self._target = (target_host, target_port)
+        self._delay = delay_seconds
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -64,6 +67,8 @@ class TcpProxy:
                     _close(client)
                     continue
                 upstream.settimeout(None)
+                for sock in (client, upstream):  # forward each chunk at once, as the hop it stands for would
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._open |= {client, upstream}
             self._spawn(self._pump, client, upstream)
             self._spawn(self._pump, upstream, client)
@@ -71,6 +76,8 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                if self._delay:
+                    time.sleep(self._delay)
                 sink.sendall(data)
         except OSError:
             pass
