@@ -62,7 +62,6 @@ from .timeline import (
     erase_from_events,
     recipients,
     require_current_member,
-    require_current_sender,
     require_member,
     write_and_publish,
 )
@@ -151,7 +150,7 @@ class MessageService:
             else:
                 assert params.conversation_id is not None
                 conversation_id = params.conversation_id
-            kind, joined_seq, blocked_by_peer = require_current_sender(conn, conversation_id, caller_id)
+            kind, joined_seq, blocked_by_peer = require_current_member(conn, conversation_id, caller_id)
             if params.client_msg_id is not None:
                 first = message_queries.find_by_client_msg_id(conn, conversation_id, caller_id, params.client_msg_id)
                 if first is not None:
@@ -217,7 +216,7 @@ class MessageService:
 
     async def list_messages(self, caller_id: str, params: ListMessagesParams) -> MessagePage:
         def read(conn: Connection) -> MessagePage:
-            _, joined_seq = require_current_member(conn, params.conversation_id, caller_id)
+            _, joined_seq, _ = require_current_member(conn, params.conversation_id, caller_id)
             versions = message_queries.list_message_versions(
                 conn, params.conversation_id, from_seq=joined_seq, after=params.after,
                 before=params.before, limit=params.limit + 1, hide_blocked_for=caller_id,

@@ -62,28 +62,14 @@ def require_member(conn: Connection, conversation_id: str, agent_id: str) -> tup
     return conversation, member
 
 
-def require_current_member(conn: Connection, conversation_id: str, agent_id: str) -> tuple[ConversationKind, int]:
-    """`require_member` in one light query, for the hot paths: the conversation's kind and the
-    member's `joined_seq`.
+def require_current_member(conn: Connection, conversation_id: str, agent_id: str) -> tuple[ConversationKind, int, bool]:
+    """`require_member` in one light query, for the hot paths: the conversation's kind, the member's
+    `joined_seq`, and whether another member (current or past) blocks it (what a send must know).
 
     Raises:
         NotFound: as `require_member`.
     """
     found = conversation_queries.current_membership(conn, conversation_id, agent_id)
-    if found is None:
-        raise conversation_not_found(conversation_id)
-    kind, joined_seq = found
-    return ConversationKind(kind), joined_seq
-
-
-def require_current_sender(conn: Connection, conversation_id: str, agent_id: str) -> tuple[ConversationKind, int, bool]:
-    """`require_current_member` for a send, in the same statement: and whether another member (current
-    or past) blocks the sender.
-
-    Raises:
-        NotFound: as `require_member`.
-    """
-    found = conversation_queries.membership_to_send(conn, conversation_id, agent_id)
     if found is None:
         raise conversation_not_found(conversation_id)
     kind, joined_seq, blocked = found

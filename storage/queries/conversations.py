@@ -30,23 +30,22 @@ _next_seq = Prepared(
     update(conversations).where(conversations.c.id == bindparam("p_id"))
     .values(last_seq=conversations.c.last_seq + 1).returning(conversations.c.last_seq)
 )
-_membership = (
-    select(conversations.c.kind, conversation_members.c.joined_seq)
+_blocker = conversation_members.alias("blocker")
+# Whether another member blocks the agent is for a send; a page read pays one index search for it. The
+# search starts from the blocks of the agent (almost always none), so a large group costs no more than
+# a direct conversation: no planner may walk the members first.
+_current_membership = Prepared(
+    select(conversations.c.kind, conversation_members.c.joined_seq,
+           exists().where(blocks.c.blocked_agent_id == bindparam("p_agent_id"),
+                          blocks.c.agent_id != bindparam("p_agent_id"),
+                          exists().where(_blocker.c.conversation_id == bindparam("p_conversation_id"),
+                                         _blocker.c.agent_id == blocks.c.agent_id))
+           .label("blocked_by_other_member"))
     .join(conversation_members, conversation_members.c.conversation_id == conversations.c.id)
     .where(conversations.c.id == bindparam("p_conversation_id"),
            conversation_members.c.agent_id == bindparam("p_agent_id"),
            conversation_members.c.left_at.is_(None))
 )
-_current_membership = Prepared(_membership)
-_blocker = conversation_members.alias("blocker")
-# The search starts from the blocks of the agent (by index, almost always none), so a large group
-# costs no more than a direct conversation: no planner may walk the members first.
-_membership_to_send = Prepared(_membership.add_columns(
-    exists().where(blocks.c.blocked_agent_id == bindparam("p_agent_id"), blocks.c.agent_id != bindparam("p_agent_id"),
-                   exists().where(_blocker.c.conversation_id == bindparam("p_conversation_id"),
-                                  _blocker.c.agent_id == blocks.c.agent_id))
-    .label("blocked_by_other_member")
-))
 _get_member = Prepared(select(conversation_members).where(
     conversation_members.c.conversation_id == bindparam("p_conversation_id"),
     conversation_members.c.agent_id == bindparam("p_agent_id"),
@@ -100,17 +99,11 @@ def next_seq(conn: Connection, conversation_id: str) -> int:
     return int(seq)
 
 
-def current_membership(conn: Connection, conversation_id: str, agent_id: str) -> tuple[str, int] | None:
-    """The conversation's `kind` and the member's `joined_seq`, if `agent_id` is a current member
-    (a light `get_member` + `get_conversation`, for the hot paths)."""
+def current_membership(conn: Connection, conversation_id: str, agent_id: str) -> tuple[str, int, bool] | None:
+    """The conversation's `kind`, the member's `joined_seq`, and whether another member (current or past)
+    blocks `agent_id`, if it is a current member (a light `get_member` + `get_conversation`, for the hot
+    paths: a send's first statement, a page's)."""
     row = _current_membership.first(conn, {"p_conversation_id": conversation_id, "p_agent_id": agent_id})
-    return None if row is None else (row[0], int(row[1]))
-
-
-def membership_to_send(conn: Connection, conversation_id: str, agent_id: str) -> tuple[str, int, bool] | None:
-    """`current_membership`, and whether another member of the conversation (current or past) blocks
-    `agent_id`: the send path's first statement."""
-    row = _membership_to_send.first(conn, {"p_conversation_id": conversation_id, "p_agent_id": agent_id})
     return None if row is None else (row[0], int(row[1]), bool(row[2]))
 
 
