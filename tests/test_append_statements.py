@@ -1,10 +1,11 @@
 """`messages.append_message` and `events.append_event` write the same on both stores.
 
 On PostgreSQL each is one statement with data-modifying `WITH` clauses (next seq + message + the
-sender's read marker; event + deliveries + the conversation's activity), one round trip instead of
-three; on SQLite the same parts run as separate statements. Nothing but these tests runs the two
-branches side by side, so each checks the whole of what an append writes, on a real database of
-each kind, and that a failed append writes nothing inside the savepoint the writer gives it.
+sender's read marker; event + deliveries + the conversation's activity, with the recipients read
+there when a `MembersAsOf` names them), one round trip instead of three or four; on SQLite the
+same parts run as separate statements. Nothing but these tests runs the two branches side by
+side, so each checks the whole of what an append writes, on a real database of each kind, and that
+a failed append writes nothing inside the savepoint the writer gives it.
 """
 
 from collections.abc import Iterator
@@ -16,9 +17,10 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from storage.migrations import upgrade
+from storage.queries.conversations import MembersAsOf
 from storage.queries.events import append_event
 from storage.queries.messages import append_message
-from storage.schema import agents, conversation_members, conversations, deliveries, events, messages
+from storage.schema import agents, blocks, conversation_members, conversations, deliveries, events, messages
 from storage.store import create_store_engine
 
 START = datetime(2026, 12, 5, 9, 30, tzinfo=UTC)
@@ -32,22 +34,28 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine = create_store_engine(database_url)
     upgrade(engine)
     with engine.begin() as conn:
-        conn.execute(agents.insert(), [
-            {"id": agent_id, "handle": agent_id, "display_name": None, "description": None, "visibility": "public",
-             "metadata": {}, "is_admin": False, "recovery_key_hash": "x", "credential_epoch": 0,
-             "suspended_at": None, "suspended_reason": None, "created_at": START, "updated_at": START}
-            for agent_id in "abc"])
+        conn.execute(agents.insert(), [_agent(agent_id) for agent_id in "abc"])
         conn.execute(conversations.insert(), [
             {"id": conversation_id, "kind": "group", "title": None, "topic": None, "direct_key": None,
              "created_by": "a", "created_at": START, "updated_at": START, "last_seq": 4, "activity": 7,
              "last_activity_at": START}
             for conversation_id in ("cv", "cv2")])
         conn.execute(conversation_members.insert(), [
-            {"conversation_id": conversation_id, "agent_id": agent_id, "role": "member", "joined_at": START,
-             "joined_seq": 1, "left_at": None, "left_seq": None, "last_read_seq": 2}
-            for conversation_id in ("cv", "cv2") for agent_id in "ab"])
+            _member(conversation_id, agent_id) for conversation_id in ("cv", "cv2") for agent_id in "ab"])
     yield engine
     engine.dispose()
+
+
+def _agent(agent_id: str) -> dict[str, Any]:
+    return {"id": agent_id, "handle": agent_id, "display_name": None, "description": None, "visibility": "public",
+            "metadata": {}, "is_admin": False, "recovery_key_hash": "x", "credential_epoch": 0,
+            "suspended_at": None, "suspended_reason": None, "created_at": START, "updated_at": START}
+
+
+def _member(conversation_id: str, agent_id: str, *, joined_seq: int = 1, left_seq: int | None = None) -> dict[str, Any]:
+    return {"conversation_id": conversation_id, "agent_id": agent_id, "role": "member", "joined_at": START,
+            "joined_seq": joined_seq, "left_at": START if left_seq is not None else None, "left_seq": left_seq,
+            "last_read_seq": 2}
 
 
 def _message(message_id: str, **changes: Any) -> dict[str, Any]:
@@ -109,8 +117,9 @@ def test_the_senders_read_marker_moves_up_to_the_seq_and_never_down(engine: Engi
 def test_an_event_is_stored_and_delivered_once_to_each_agent_it_is_for(engine: Engine, to: list[str]) -> None:
     with engine.begin() as conn:
         conversation = _conversation(conn)
-        cursor = append_event(conn, type="message.created", subject_id="m1", payload='{"k": [1, "é"]}',
-                              created_at=LATER, to=to)
+        cursor, delivered_to = append_event(conn, type="message.created", subject_id="m1",
+                                            payload='{"k": [1, "é"]}', created_at=LATER, to=to)
+        assert sorted(delivered_to) == sorted(to)
         stored = conn.execute(select(events)).mappings().one()
         assert dict(stored) == {"id": cursor, "type": "message.created", "subject_id": "m1",
                                 "payload": {"k": [1, "é"]}, "created_at": LATER}
@@ -120,11 +129,36 @@ def test_an_event_is_stored_and_delivered_once_to_each_agent_it_is_for(engine: E
 
 def test_an_event_becomes_the_activity_of_the_conversation_named_and_of_no_other(engine: Engine) -> None:
     with engine.begin() as conn:
-        cursor = append_event(conn, type="message.created", subject_id=None, payload="{}", created_at=LATER,
-                              to=["a"], activity_of="cv")
+        cursor, _ = append_event(conn, type="message.created", subject_id=None, payload="{}", created_at=LATER,
+                                 to=["a"], activity_of="cv")
         assert _conversation(conn) == {"last_seq": 4, "activity": cursor, "last_activity_at": LATER}
         assert _conversation(conn, "cv2") == {"last_seq": 4, "activity": 7, "last_activity_at": START}
         assert _delivered(conn) == [("a", cursor)]
+
+
+@pytest.mark.parametrize(("seq", "sender_id", "expected"), [
+    (9, "a", ["a", "b", "c"]),  # every current member: c joined at 5, d left, e blocks the conversation
+    (4, "a", ["a", "b"]),  # c joined after seq 4: it never saw that message
+    (9, "b", ["a", "b"]),  # c blocks b: b's messages reach c no more
+])
+def test_an_event_for_the_members_as_of_a_seq_goes_to_who_saw_it_less_who_blocks(
+    engine: Engine, seq: int, sender_id: str, expected: list[str]
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(agents.insert(), [_agent(agent_id) for agent_id in "de"])
+        conn.execute(conversation_members.insert(), [
+            _member("cv", "c", joined_seq=5), _member("cv", "d", left_seq=6), _member("cv", "e"),
+            _member("cv2", "c")])
+        conn.execute(blocks.insert(), [
+            {"id": "bk1", "agent_id": "c", "blocked_agent_id": "b", "blocked_conversation_id": None,
+             "created_at": START},
+            {"id": "bk2", "agent_id": "e", "blocked_agent_id": None, "blocked_conversation_id": "cv",
+             "created_at": START}])
+        cursor, delivered_to = append_event(conn, type="message.created", subject_id="m1", payload="{}",
+                                            created_at=LATER, to=MembersAsOf("cv", seq, sender_id), activity_of="cv")
+        assert delivered_to == expected  # oldest id first, on both stores
+        assert _delivered(conn) == [(agent_id, cursor) for agent_id in expected]
+        assert _conversation(conn)["activity"] == cursor
 
 
 def test_a_duplicate_client_msg_id_raises_integrity_error_and_writes_nothing(engine: Engine) -> None:

@@ -60,6 +60,7 @@ from .timeline import (
     can_see,
     emit,
     erase_from_events,
+    members_as_of,
     recipients,
     require_current_member,
     require_member,
@@ -166,10 +167,9 @@ class MessageService:
                 client_msg_id=params.client_msg_id, message_id=message_id,
                 attachments=self._attachments(conn, caller_id, params.attachments, now), request_hash=request_hash,
             )
-            to = recipients(conn, conversation_id, seq=message.seq, sender_id=caller_id)
             deliveries.append(
-                emit(conn, EventType.MESSAGE_CREATED, conversation_id, actor_id=caller_id, now=now, to=to,
-                     message=message)
+                emit(conn, EventType.MESSAGE_CREATED, conversation_id, actor_id=caller_id, now=now,
+                     to=members_as_of(message, caller_id), message=message)
             )
             # A workflow's `ask` waiting for this reply runs now (in this transaction: no wake-up is lost).
             woke_workflows = workflow_queries.wake_waiting_on(conn, conversation_id, caller_id, ADVANCE_JOB, now)
@@ -290,9 +290,8 @@ class MessageService:
                 changes["metadata"] = params.metadata
             message_queries.update_message(conn, params.message_id, changes)
             message = message_of({**row, **changes})  # type: ignore[arg-type]
-            to = recipients(conn, conversation["id"], seq=message.seq, sender_id=caller_id)
             return message, [emit(conn, EventType.MESSAGE_EDITED, conversation["id"], actor_id=caller_id, now=now,
-                                  to=to, message=message)]
+                                  to=members_as_of(message, caller_id), message=message)]
 
         edited = await write_and_publish(self._store, self._bus, write)
         self._usage.kept_messages(caller_id, 0, grown)
@@ -318,9 +317,8 @@ class MessageService:
             file_queries.detach_all(conn, params.message_id)
             tombstone = message_of({**row, **changes})  # type: ignore[arg-type]
             erase_from_events(conn, tombstone.message_id, "message", tombstone.model_dump(mode="json"))
-            to = recipients(conn, conversation["id"], seq=tombstone.seq, sender_id=row["sender_id"])
             return (tombstone, True), [emit(conn, EventType.MESSAGE_DELETED, conversation["id"], actor_id=caller_id,
-                                            now=now, to=to, message=tombstone)]
+                                            now=now, to=members_as_of(tombstone, row["sender_id"]), message=tombstone)]
 
         tombstone, erased = await write_and_publish(self._store, self._bus, write)
         if erased:

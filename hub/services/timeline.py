@@ -123,16 +123,24 @@ def recipients(
     return conversation_queries.unblocked_member_ids(conn, conversation_id, seen_seq=seq, blocked_agent_id=sender_id)
 
 
+def members_as_of(message: Message, sender_id: str | None) -> conversation_queries.MembersAsOf:
+    """`recipients(conn, message.conversation_id, seq=message.seq, sender_id=sender_id)`, for `emit` to read."""
+    return conversation_queries.MembersAsOf(message.conversation_id, message.seq, sender_id)
+
+
 def emit(
     conn: Connection, type: EventType, conversation_id: str | None, *, actor_id: str, now: datetime,
-    to: Collection[str], message: Message | None = None, conversation: ConversationInfo | None = None,
+    to: Collection[str] | conversation_queries.MembersAsOf, message: Message | None = None,
+    conversation: ConversationInfo | None = None,
     read: ReadMarker | None = None, memory_id: str | None = None, memory: Memory | None = None,
     subject_id: str | None = None, document: Document | None = None, progress: StoreStatus | None = None,
     execution: ExecutionEvent | None = None, node: NodeRun | None = None,
 ) -> Delivery:
     """Record one event, delivered to `to`; a timeline message also makes it the conversation's latest activity.
 
-    Its subject (what erasing reaches it by) is the message, the memory, or `subject_id`.
+    Its subject (what erasing reaches it by) is the message, the memory, or `subject_id`. `to` may name
+    the members (`members_as_of`) instead of listing them: on PostgreSQL the append then reads them in
+    its own statement, one round trip less.
     """
     event = Event(
         cursor=0, type=type, conversation_id=conversation_id, actor_id=actor_id, at=now, message=message,
@@ -141,11 +149,11 @@ def emit(
     )
     subject = message.message_id if message is not None else memory_id or subject_id
     activity = conversation_id is not None and message is not None and type not in _NOT_ACTIVITY
-    cursor = event_queries.append_event(
+    cursor, delivered_to = event_queries.append_event(
         conn, type=type.value, subject_id=subject, payload=event.model_dump_json(exclude={"cursor"}),
         created_at=now, to=to, activity_of=conversation_id if activity else None,
     )
-    return event.model_copy(update={"cursor": cursor}), tuple(to)
+    return event.model_copy(update={"cursor": cursor}), tuple(delivered_to)
 
 
 _NOT_ACTIVITY = frozenset({EventType.MESSAGE_EDITED, EventType.MESSAGE_DELETED})

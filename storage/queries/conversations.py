@@ -1,6 +1,7 @@
 """Conversations and their members."""
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -73,10 +74,25 @@ _unblocked_members = (
     )
     .order_by(conversation_members.c.agent_id)
 )
+unblocked_members_seen = _unblocked_members.where(conversation_members.c.joined_seq <= bindparam("p_seen_seq"))
+"""`unblocked_member_ids` with a `seen_seq`, for a statement to build on (`events.append_event`); its binds are
+`p_conversation_id`, `p_seen_seq` and `p_blocked_agent_id` (`MembersAsOf.params`)."""
 _unblocked_member_ids = Prepared(_unblocked_members)
-_unblocked_member_ids_seen = Prepared(
-    _unblocked_members.where(conversation_members.c.joined_seq <= bindparam("p_seen_seq"))
-)
+_unblocked_member_ids_seen = Prepared(unblocked_members_seen)
+
+
+@dataclass(frozen=True)
+class MembersAsOf:
+    """Whom an event about a message at `seq` goes to: `unblocked_member_ids(conversation_id, seen_seq=seq,
+    blocked_agent_id=sender_id)`, named rather than read, so an append can read it in its own statement."""
+
+    conversation_id: str
+    seq: int
+    sender_id: str | None
+
+    def params(self) -> dict[str, Any]:
+        return {"p_conversation_id": self.conversation_id, "p_seen_seq": self.seq,
+                "p_blocked_agent_id": self.sender_id}
 
 
 def get_conversation(conn: Connection, conversation_id: str) -> Mapping[str, Any] | None:
@@ -154,10 +170,10 @@ def unblocked_member_ids(
 ) -> list[str]:
     """Current members (with `seen_seq`, those who joined at or before it), less the members who block the
     conversation or (if given) `blocked_agent_id`."""
-    params = {"p_conversation_id": conversation_id, "p_blocked_agent_id": blocked_agent_id}
     if seen_seq is None:
-        return _unblocked_member_ids.column(conn, params)
-    return _unblocked_member_ids_seen.column(conn, {**params, "p_seen_seq": seen_seq})
+        return _unblocked_member_ids.column(conn, {"p_conversation_id": conversation_id,
+                                                   "p_blocked_agent_id": blocked_agent_id})
+    return _unblocked_member_ids_seen.column(conn, MembersAsOf(conversation_id, seen_seq, blocked_agent_id).params())
 
 
 def count_active_members(conn: Connection, conversation_id: str) -> int:

@@ -4,12 +4,13 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, RowMapping, String, bindparam, func, select, update
+from sqlalchemy import Connection, RowMapping, Select, String, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql
 
 from storage.schema import EncodedJson, conversations, deliveries, events
 
 from ._prepared import Prepared
+from .conversations import MembersAsOf, unblocked_member_ids, unblocked_members_seen
 
 EVENT_APPEND_LOCK: Final = 0x70617231  # "par1": the advisory lock that orders event appends
 """A transaction-scoped PostgreSQL advisory lock key; any constant no other code uses."""
@@ -53,47 +54,61 @@ _set_activity = Prepared(
 )
 
 
-def _append_in_one_statement() -> Prepared:
-    """PostgreSQL: the event, its deliveries and the conversation's activity in one statement.
+def _append_in_one_statement(recipients: Select[Any]) -> Prepared:
+    """PostgreSQL: the event, its deliveries and the conversation's activity in one statement, returning
+    the event's id and its recipients' ids (null for none).
 
     Each statement is a round trip to the server (60-140 µs apiece measured under a send load), and an
-    append is three of them otherwise. The deliveries' rows come from the recipients' ids as one array.
+    append is three of them otherwise, four when the recipients are read first. `recipients` gives the
+    deliveries' agents: the ids passed as one array, or the members a `MembersAsOf` names. Read in this
+    statement, they are as of its start: after the message's append, which holds the conversation's
+    row, so a member who joined or blocked meanwhile is seen as in a statement of their own.
     """
+    to = recipients.cte("recipients")
     new_event = (events.insert()
                  .values(type=bindparam("type"), subject_id=bindparam("subject_id"), payload=bindparam("payload"),
                          created_at=bindparam("created_at"))
                  .returning(events.c.id).cte("new_event"))
     delivered = deliveries.insert().from_select(
-        ["agent_id", "event_id"],
-        select(func.unnest(bindparam("agent_ids", type_=postgresql.ARRAY(String))), new_event.c.id),
-    ).cte("delivered")
+        ["agent_id", "event_id"], select(to.c.agent_id, new_event.c.id)).cte("delivered")
     active = (update(conversations).where(conversations.c.id == bindparam("conversation_id"))
               .values(activity=select(new_event.c.id).scalar_subquery(), last_activity_at=bindparam("created_at"))
               .cte("active"))
-    return Prepared(select(new_event.c.id).add_cte(delivered, active))
+    delivered_to = select(func.array_agg(postgresql.aggregate_order_by(to.c.agent_id, to.c.agent_id)))
+    return Prepared(select(new_event.c.id, delivered_to.scalar_subquery()).add_cte(delivered, active))
 
 
-_append = _append_in_one_statement()
+_append_to = _append_in_one_statement(
+    select(func.unnest(bindparam("agent_ids", type_=postgresql.ARRAY(String))).label("agent_id")))
+_append_to_members = _append_in_one_statement(unblocked_members_seen)
 
 
 def append_event(
     conn: Connection, *, type: str, subject_id: str | None, payload: str, created_at: datetime,
-    to: Collection[str], activity_of: str | None = None,
-) -> int:
+    to: Collection[str] | MembersAsOf, activity_of: str | None = None,
+) -> tuple[int, list[str]]:
     """Append one event about `subject_id` (the message or memory its payload carries), delivered to the
-    agents `to`; with `activity_of`, it becomes that conversation's latest activity. Returns its cursor.
+    agents `to` (or to the members it names); with `activity_of`, it becomes that conversation's latest
+    activity. Returns its cursor and whom it was delivered to.
 
     `payload` is the event's JSON text, stored as it is.
     """
     params = {"type": type, "subject_id": subject_id, "payload": EncodedJson(payload), "created_at": created_at}
     if conn.dialect.name == "postgresql":
-        return int(_append.scalar(conn, {**params, "agent_ids": list(to), "conversation_id": activity_of}))
+        if isinstance(to, MembersAsOf):
+            row = _append_to_members.first(conn, {**params, **to.params(), "conversation_id": activity_of})
+        else:
+            row = _append_to.first(conn, {**params, "agent_ids": list(to), "conversation_id": activity_of})
+        assert row is not None
+        return int(row[0]), list(row[1] or ())
+    if isinstance(to, MembersAsOf):
+        to = unblocked_member_ids(conn, to.conversation_id, seen_seq=to.seq, blocked_agent_id=to.sender_id)
     cursor = int(_insert_event.scalar(conn, params))
     if to:
         _insert_deliveries.execute_many(conn, [{"agent_id": agent_id, "event_id": cursor} for agent_id in to])
     if activity_of is not None:
         _set_activity.rowcount(conn, {"conversation_id": activity_of, "cursor": cursor, "created_at": created_at})
-    return cursor
+    return cursor, list(to)
 
 
 def list_for_agent(conn: Connection, agent_id: str, *, after: int, limit: int) -> list[RowMapping]:
