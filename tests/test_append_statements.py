@@ -18,9 +18,20 @@ from sqlalchemy.exc import IntegrityError
 
 from storage.migrations import upgrade
 from storage.queries.conversations import MembersAsOf
-from storage.queries.events import append_event
+from storage.queries.events import append_event, append_message_event
 from storage.queries.messages import append_message
-from storage.schema import agents, blocks, conversation_members, conversations, deliveries, events, messages
+from storage.schema import (
+    agents,
+    blocks,
+    conversation_members,
+    conversations,
+    deliveries,
+    events,
+    execution_nodes,
+    executions,
+    messages,
+    workflows,
+)
 from storage.store import create_store_engine
 
 START = datetime(2026, 12, 5, 9, 30, tzinfo=UTC)
@@ -159,6 +170,32 @@ def test_an_event_for_the_members_as_of_a_seq_goes_to_who_saw_it_less_who_blocks
         assert delivered_to == expected  # oldest id first, on both stores
         assert _delivered(conn) == [(agent_id, cursor) for agent_id in expected]
         assert _conversation(conn)["activity"] == cursor
+
+
+def test_a_new_messages_event_also_finds_the_runs_whose_ask_it_answers(engine: Engine) -> None:
+    """Runs of a workflow owned by c: r1 asked b, r2 asked anyone (but the owner), r3 asked b elsewhere, r4
+    asked b and is no longer waiting."""
+    with engine.begin() as conn:
+        conn.execute(workflows.insert().values(id="wf", owner_id="c", name="wf", description="", version=1,
+                                               created_at=START, updated_at=START))
+        conn.execute(executions.insert(), [
+            {"id": run_id, "workflow_id": "wf", "version": 1, "owner_id": "c", "status": "running",
+             "trigger": "manual", "input": {}, "wake_seq": 0, "created_at": START, "deadline_at": LATER}
+            for run_id in ("r1", "r2", "r3", "r4")])
+        conn.execute(execution_nodes.insert(), [
+            {"execution_id": run_id, "node_id": "ask", "status": status, "attempts": 1,
+             "wait_conversation_id": conversation_id, "wait_agent_id": asked}
+            for run_id, status, conversation_id, asked in (("r1", "waiting", "cv", "b"), ("r2", "waiting", "cv", None),
+                                                           ("r3", "waiting", "cv2", "b"), ("r4", "done", "cv", "b"))])
+        answered = {}
+        for sender_id in "abc":
+            cursor, delivered_to, waiting = append_message_event(
+                conn, type="message.created", subject_id=f"m-{sender_id}", payload="{}", created_at=LATER,
+                to=MembersAsOf("cv", 5, sender_id))
+            assert delivered_to == ["a", "b"]
+            assert _conversation(conn)["activity"] == cursor
+            answered[sender_id] = sorted(waiting)
+        assert answered == {"a": ["r2"], "b": ["r1", "r2"], "c": []}  # the owner answers no `ask` of its own
 
 
 def test_a_duplicate_client_msg_id_raises_integrity_error_and_writes_nothing(engine: Engine) -> None:

@@ -59,6 +59,7 @@ from .timeline import (
     append,
     can_see,
     emit,
+    emit_new_message,
     erase_from_events,
     members_as_of,
     recipients,
@@ -167,12 +168,12 @@ class MessageService:
                 client_msg_id=params.client_msg_id, message_id=message_id,
                 attachments=self._attachments(conn, caller_id, params.attachments, now), request_hash=request_hash,
             )
-            deliveries.append(
-                emit(conn, EventType.MESSAGE_CREATED, conversation_id, actor_id=caller_id, now=now,
-                     to=members_as_of(message, caller_id), message=message)
-            )
+            delivery, waiting = emit_new_message(conn, message, now=now)
+            deliveries.append(delivery)
             # A workflow's `ask` waiting for this reply runs now (in this transaction: no wake-up is lost).
-            woke_workflows = workflow_queries.wake_waiting_on(conn, conversation_id, caller_id, ADVANCE_JOB, now)
+            if waiting:
+                workflow_queries.wake(conn, waiting, ADVANCE_JOB, now)
+            woke_workflows = bool(waiting)
             return message, deliveries
 
         with await self._usage.reserve(caller_id, LimitName.MESSAGES_PER_DAY) as sending:

@@ -156,6 +156,19 @@ def emit(
     return event.model_copy(update={"cursor": cursor}), tuple(delivered_to)
 
 
+def emit_new_message(conn: Connection, message: Message, *, now: datetime) -> tuple[Delivery, list[str]]:
+    """`emit` of a new message's `message.created` to the members who see it (`members_as_of`), which also
+    finds the workflow runs whose `ask` it answers, in the append's statement on PostgreSQL (one round trip
+    less on every send). Returns the delivery and those runs."""
+    event = Event(cursor=0, type=EventType.MESSAGE_CREATED, conversation_id=message.conversation_id,
+                  actor_id=message.sender_id, at=now, message=message)
+    cursor, delivered_to, waiting = event_queries.append_message_event(
+        conn, type=event.type.value, subject_id=message.message_id, payload=event.model_dump_json(exclude={"cursor"}),
+        created_at=now, to=members_as_of(message, message.sender_id),
+    )
+    return (event.model_copy(update={"cursor": cursor}), tuple(delivered_to)), waiting
+
+
 _NOT_ACTIVITY = frozenset({EventType.MESSAGE_EDITED, EventType.MESSAGE_DELETED})
 
 

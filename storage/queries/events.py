@@ -4,13 +4,14 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, RowMapping, Select, String, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, Select, String, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql
 
 from storage.schema import EncodedJson, conversations, deliveries, events
 
 from ._prepared import Prepared
 from .conversations import MembersAsOf, unblocked_member_ids, unblocked_members_seen
+from .workflows import runs_waiting_on, waiting_on_reply
 
 EVENT_APPEND_LOCK: Final = 0x70617231  # "par1": the advisory lock that orders event appends
 """A transaction-scoped PostgreSQL advisory lock key; any constant no other code uses."""
@@ -54,15 +55,15 @@ _set_activity = Prepared(
 )
 
 
-def _append_in_one_statement(recipients: Select[Any]) -> Prepared:
+def _append_in_one_statement(recipients: Select[Any], *, waiting: Select[Any] | None = None) -> Prepared:
     """PostgreSQL: the event, its deliveries and the conversation's activity in one statement, returning
-    the event's id and its recipients' ids (null for none).
+    the event's id, its recipients' ids and (with `waiting`) the ids that query reads (null for none).
 
     Each statement is a round trip to the server (60-140 µs apiece measured under a send load), and an
     append is three of them otherwise, four when the recipients are read first. `recipients` gives the
-    deliveries' agents: the ids passed as one array, or the members a `MembersAsOf` names. Read in this
-    statement, they are as of its start: after the message's append, which holds the conversation's
-    row, so a member who joined or blocked meanwhile is seen as in a statement of their own.
+    deliveries' agents: the ids passed as one array, or the members a `MembersAsOf` names. What this
+    statement reads is as of its start: after the message's append, which holds the conversation's row,
+    so a member who joined or blocked meanwhile is seen as in a statement of its own.
     """
     to = recipients.cte("recipients")
     new_event = (events.insert()
@@ -74,13 +75,20 @@ def _append_in_one_statement(recipients: Select[Any]) -> Prepared:
     active = (update(conversations).where(conversations.c.id == bindparam("conversation_id"))
               .values(activity=select(new_event.c.id).scalar_subquery(), last_activity_at=bindparam("created_at"))
               .cte("active"))
-    delivered_to = select(func.array_agg(postgresql.aggregate_order_by(to.c.agent_id, to.c.agent_id)))
-    return Prepared(select(new_event.c.id, delivered_to.scalar_subquery()).add_cte(delivered, active))
+    columns = [new_event.c.id, _ids_of(to.c.agent_id)]
+    if waiting is not None:
+        columns.append(_ids_of(waiting.cte("waiting").c[0]))
+    return Prepared(select(*columns).add_cte(delivered, active))
+
+
+def _ids_of(column: ColumnElement[str]) -> ColumnElement[Any]:
+    return select(func.array_agg(postgresql.aggregate_order_by(column, column))).scalar_subquery()
 
 
 _append_to = _append_in_one_statement(
     select(func.unnest(bindparam("agent_ids", type_=postgresql.ARRAY(String))).label("agent_id")))
 _append_to_members = _append_in_one_statement(unblocked_members_seen)
+_append_message_event = _append_in_one_statement(unblocked_members_seen, waiting=waiting_on_reply)
 
 
 def append_event(
@@ -109,6 +117,24 @@ def append_event(
     if activity_of is not None:
         _set_activity.rowcount(conn, {"conversation_id": activity_of, "cursor": cursor, "created_at": created_at})
     return cursor, list(to)
+
+
+def append_message_event(
+    conn: Connection, *, type: str, subject_id: str, payload: str, created_at: datetime, to: MembersAsOf,
+) -> tuple[int, list[str], list[str]]:
+    """`append_event` of a new message from `to.sender_id`, the conversation's latest activity, which also
+    reads the workflow runs whose `ask` it answers (`workflows.runs_waiting_on`): on PostgreSQL in the
+    same statement, one round trip less. Returns the cursor, whom it was delivered to, and those runs."""
+    assert to.sender_id is not None, "a new message has a sender"
+    if conn.dialect.name == "postgresql":
+        params = {"type": type, "subject_id": subject_id, "payload": EncodedJson(payload), "created_at": created_at,
+                  **to.params(), "p_sender_id": to.sender_id, "conversation_id": to.conversation_id}
+        row = _append_message_event.first(conn, params)
+        assert row is not None
+        return int(row[0]), list(row[1] or ()), list(row[2] or ())
+    cursor, delivered_to = append_event(conn, type=type, subject_id=subject_id, payload=payload,
+                                        created_at=created_at, to=to, activity_of=to.conversation_id)
+    return cursor, delivered_to, runs_waiting_on(conn, to.conversation_id, to.sender_id)
 
 
 def list_for_agent(conn: Connection, agent_id: str, *, after: int, limit: int) -> list[RowMapping]:

@@ -153,24 +153,24 @@ def requests_for(conn: Connection, agent_id: str, *, limit: int) -> list[RowMapp
     return list(conn.execute(query).mappings())
 
 
-def wake_waiting_on(conn: Connection, conversation_id: str, sender_id: str, job_kind: str, now: datetime) -> bool:
-    """A message from `sender_id` in the conversation: wake the runs whose `ask` waits for it (the asked
-    agent's reply, or anyone's but the owner's when no one in particular was asked). Whether any woke."""
-    waiting = _waiting_on.column(conn, {"conversation_id": conversation_id, "sender_id": sender_id})
-    if waiting:
-        wake(conn, waiting, job_kind, now)
-    return bool(waiting)
+def runs_waiting_on(conn: Connection, conversation_id: str, sender_id: str) -> list[str]:
+    """The runs whose `ask` waits for a message from `sender_id` in the conversation (`waiting_on_reply`)."""
+    return _waiting_on.column(conn, {"p_conversation_id": conversation_id, "p_sender_id": sender_id})
 
 
-# Prepared: it runs for every message sent (see storage/queries/_prepared.py).
-_waiting_on = Prepared(
+waiting_on_reply = (
     select(execution_nodes.c.execution_id)
     .join(executions, executions.c.id == execution_nodes.c.execution_id)
-    .where(execution_nodes.c.wait_conversation_id == bindparam("conversation_id"),
+    .where(execution_nodes.c.wait_conversation_id == bindparam("p_conversation_id"),
            execution_nodes.c.status == "waiting",
-           or_(execution_nodes.c.wait_agent_id == bindparam("sender_id"),
-               and_(execution_nodes.c.wait_agent_id.is_(None), executions.c.owner_id != bindparam("sender_id"))))
+           or_(execution_nodes.c.wait_agent_id == bindparam("p_sender_id"),
+               and_(execution_nodes.c.wait_agent_id.is_(None), executions.c.owner_id != bindparam("p_sender_id"))))
 )
+"""The runs a message from `p_sender_id` in `p_conversation_id` answers: their `ask` waits for the asked
+agent's reply, or for anyone's but the owner's when no one in particular was asked."""
+# Prepared: it runs for every message sent on SQLite (see storage/queries/_prepared.py; on PostgreSQL
+# the message's event reads it, events.append_message_event).
+_waiting_on = Prepared(waiting_on_reply)
 
 
 def wake(conn: Connection, execution_ids: Collection[str], job_kind: str, now: datetime) -> None:
