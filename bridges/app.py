@@ -20,6 +20,7 @@ from hub.core import Hub
 from hub.secrets import ServerKeys
 from mcp_tools.http import McpEndpoint
 from mcp_tools.profiles import Profile
+from mcp_tools.session_routing import Workers
 from storage import migrations
 from storage.store import Store, create_store_engine
 
@@ -150,9 +151,11 @@ class HubApp(Starlette):
             await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, workers: Workers | None = None) -> Starlette:
+    """The hub's ASGI app; `workers` when it is a worker of `parley serve --workers N` (MCP sessions are
+    routed to the worker that holds them)."""
     mcp = McpEndpoint(Profile(settings.mcp_tools), public_url=settings.public_url,
-                      session_idle_seconds=settings.mcp_session_idle_seconds)
+                      session_idle_seconds=settings.mcp_session_idle_seconds, workers=workers)
     websockets = WebSocketSessions()
 
     @asynccontextmanager

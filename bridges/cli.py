@@ -83,7 +83,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.workers == 1 or args.listen_fd is not None:
         serve(settings, host=args.host, port=args.port, backend=args.backend, listen_fd=args.listen_fd,
-              parent=args.parent)
+              peer_fd=args.peer_fd, parent=args.parent)
         return EXIT_OK
     # Each worker is this command run alone, on the parent's socket, with the same options and environment.
     options = [f"--{name.replace('_', '-')}={value}" for name in ("db", "data_dir", "registration")
@@ -187,8 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_workers, default=os.environ.get("PARLEY_WORKERS", "1"),
                        help="hub processes sharing the port, each a node of the several-node design: more than "
                             "1 needs PostgreSQL and Redis (env PARLEY_WORKERS; default 1)")
-    # A worker of --workers: the socket it serves on, and the parent that started it (it stops when that is gone).
+    # A worker of --workers: the socket it serves on, its socket for the other workers (MCP sessions), and
+    # the parent that started it (it stops when that is gone).
     serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--peer-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--parent", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(run=_cmd_serve)
 

@@ -14,8 +14,9 @@ idle connection (`bench.connections`).
 
 `serve_workers` (`parley serve --workers N`) runs N such servers as worker processes on one port, on
 PostgreSQL + Redis only: each worker is a node of the several-node design (`hub.cluster`). The parent
-binds the port (a listening socket per worker), migrates and creates the server keys once, starts
-each worker with its socket, and supervises them: a stop signal is passed on to each and waited for (then they are
+binds the port (a listening socket per worker, and a private Unix socket per worker that the others
+forward MCP sessions' requests to), migrates and creates the server keys once, starts each worker
+with its sockets, and supervises them: a stop signal is passed on to each and waited for (then they are
 killed); a worker that exits unasked stops the others, and the parent fails.
 """
 
@@ -24,13 +25,16 @@ import itertools
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import anyio
@@ -39,6 +43,7 @@ from starlette.applications import Starlette
 
 from hub.config import ConfigError, Settings
 from hub.secrets import ServerKeys
+from mcp_tools.session_routing import Workers
 
 from .app import create_app, migrate
 from .ws_rpc import CLOSE_TIMEOUT, SEND_MANY, WebSocketSessions
@@ -107,7 +112,7 @@ def _listen(host: str, port: int, *, reuse_port: bool = False, listen: bool = Tr
     return sock
 
 
-async def _serve_uvicorn(app: Starlette, settings: Settings, listener: socket.socket,
+async def _serve_uvicorn(app: Starlette, settings: Settings, listeners: list[socket.socket],
                          parent: int | None = None) -> None:
     import uvicorn
 
@@ -150,7 +155,7 @@ async def _serve_uvicorn(app: Starlette, settings: Settings, listener: socket.so
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_on_signal, stop, parent)
-        await server.serve(sockets=[listener])
+        await server.serve(sockets=listeners)
         tg.cancel_scope.cancel()
 
 
@@ -304,14 +309,14 @@ def _lean_websocket_protocol() -> type:
     return LeanWebSocketsProtocol
 
 
-async def _serve_hypercorn(app: Starlette, settings: Settings, listener: socket.socket,
+async def _serve_hypercorn(app: Starlette, settings: Settings, listeners: list[socket.socket],
                            parent: int | None = None) -> None:
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
-    port = listener.getsockname()[1]
+    port = listeners[0].getsockname()[1]
     config = Config()
-    config.bind = [f"fd://{os.dup(listener.fileno())}"]  # hypercorn closes the socket it is given
+    config.bind = [f"fd://{os.dup(listener.fileno())}" for listener in listeners]  # hypercorn closes what it is given
     config.graceful_timeout = GRACEFUL_SECONDS
     config.websocket_max_message_size = settings.max_frame_bytes
     config.websocket_ping_interval = settings.ws_ping_seconds
@@ -481,25 +486,29 @@ def _shut_down_connections(port: int) -> int:
 
 
 def serve(settings: Settings, *, host: str, port: int, backend: Backend, listen_fd: int | None = None,
-          parent: int | None = None) -> None:
-    """Run the hub until SIGTERM or SIGINT; as a worker of `serve_workers` on its socket `listen_fd`,
-    also until its parent (that process's pid) is gone.
+          peer_fd: int | None = None, parent: int | None = None) -> None:
+    """Run the hub until SIGTERM or SIGINT; as a worker of `serve_workers` on its socket `listen_fd` (and
+    on `peer_fd`, its socket for the other workers), also until its parent (that process's pid) is gone.
 
     Raises:
         OSError: the address cannot be listened on (in use, not this machine's).
     """
-    app = create_app(settings)
     if listen_fd is None:
-        listener = _listen(host, port)
-        log.info("Parley listening on %s (%s backend)", _url(host, listener.getsockname()[1]), backend)
+        listeners = [_listen(host, port)]
+        log.info("Parley listening on %s (%s backend)", _url(host, listeners[0].getsockname()[1]), backend)
     else:  # a worker: its parent said where it listens
-        listener = socket.socket(fileno=listen_fd)
-        listener.setblocking(False)
-    with listener:
+        listeners = [socket.socket(fileno=fd) for fd in (listen_fd, peer_fd) if fd is not None]
+        for listener in listeners:
+            listener.setblocking(False)
+    workers = Workers.of_socket(listeners[1].getsockname()) if len(listeners) > 1 else None
+    app = create_app(settings, workers=workers)
+    with ExitStack() as open_listeners:
+        for listener in listeners:
+            open_listeners.enter_context(listener)
         if backend == "trio":
-            anyio.run(_serve_hypercorn, app, settings, listener, parent, backend="trio")
+            anyio.run(_serve_hypercorn, app, settings, listeners, parent, backend="trio")
         else:
-            anyio.run(_serve_uvicorn, app, settings, listener, parent, backend="asyncio",
+            anyio.run(_serve_uvicorn, app, settings, listeners, parent, backend="asyncio",
                       backend_options={"use_uvloop": True})
 
 
@@ -543,21 +552,33 @@ def serve_workers(settings: Settings, *, host: str, port: int, workers: int, wor
     with _listen(host, port, listen=False) as probe:
         port = probe.getsockname()[1]
     listeners = [_listen(host, port, reuse_port=True) for _ in range(workers)]
+    # Each worker's socket for the others (MCP sessions are served where they live: session_routing).
+    peers_directory = Path(tempfile.mkdtemp(prefix="parley-workers-"))  # only this user may open it
     try:
+        peers = [_listen_unix(peers_directory / Workers.socket_name(number)) for number in range(1, workers + 1)]
         migrate(settings)
         ServerKeys.load_or_create(settings.secrets_path())  # workers racing to create the file would fail
         log.info("Parley listening on %s (%d workers)", _url(host, port), workers)
-        anyio.run(_supervise, list(worker_command), listeners)
+        anyio.run(_supervise, list(worker_command), listeners, peers)
     finally:
         for listener in listeners:
             listener.close()
+        shutil.rmtree(peers_directory, ignore_errors=True)
 
 
-async def _supervise(worker_command: list[str], listeners: list[socket.socket]) -> None:
-    """Start a worker on each listener (then closed here: a worker that ends takes its socket out of
-    the port's group), then wait for a stop signal (passed on to each worker) or for a worker to exit
-    unasked (the others are sent SIGTERM); then wait for them all, killing any still running after
-    WORKERS_STOP_SECONDS.
+def _listen_unix(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+async def _supervise(worker_command: list[str], listeners: list[socket.socket], peers: list[socket.socket]) -> None:
+    """Start a worker on each listener, with its socket for the other workers (both then closed here: a
+    worker that ends takes its socket out of the port's group), then wait for a stop signal (passed on
+    to each worker) or for a worker to exit unasked (the others are sent SIGTERM); then wait for them
+    all, killing any still running after WORKERS_STOP_SECONDS.
 
     Raises:
         WorkerFailed: a worker exited unasked, or had to be killed.
@@ -588,12 +609,14 @@ async def _supervise(worker_command: list[str], listeners: list[socket.socket]) 
     async with anyio.create_task_group() as tg:
         tg.start_soon(on_signal)
         try:
-            for number, listener in enumerate(listeners, start=1):
-                command = [*worker_command, "--listen-fd", str(listener.fileno()), "--parent", str(os.getpid())]
+            for number, (listener, peer) in enumerate(zip(listeners, peers, strict=True), start=1):
+                command = [*worker_command, "--listen-fd", str(listener.fileno()), "--peer-fd", str(peer.fileno()),
+                           "--parent", str(os.getpid())]
                 # A session of its own: Ctrl-C in a terminal reaches the parent only, which passes it on once.
                 process = await anyio.open_process(command, stdin=subprocess.DEVNULL, stdout=None, stderr=None,
-                                                   pass_fds=(listener.fileno(),), start_new_session=True)
+                                                   pass_fds=(listener.fileno(), peer.fileno()), start_new_session=True)
                 listener.close()
+                peer.close()
                 processes.append(process)
                 log.info("started worker %d (pid %d)", number, process.pid)
                 tg.start_soon(watch, number, process)

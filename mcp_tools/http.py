@@ -8,11 +8,12 @@ The request path: the SDK's `AuthenticationMiddleware` + `BearerAuthBackend` (as
 `HubTokenVerifier`), the SDK's `AuthContextMiddleware` (makes `get_access_token()` work in tools),
 `RequireCaller` (401 with the resource metadata), then the session manager. SSE responses stay on
 (JSON responses lose progress and 2026-era cancellation), and the SSE-polling feature
-(`close_sse_stream`, an event store) is not used: under trio it drops events.
+(`close_sse_stream`, an event store) is not used: under trio it drops events. In a worker of `parley
+serve --workers N`, a `SessionRouter` in front sends each session's requests to the worker that holds it.
 """
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -31,6 +32,7 @@ from .access import Access, InProcessLink, request_caller, request_credential
 from .auth import METADATA_PATH, HubTokenVerifier, RequireCaller, protected_resource_metadata
 from .profiles import Profile
 from .server import build_server
+from .session_routing import SessionRouter, Workers
 
 MCP_PATH: Final = "/mcp"
 LOOPBACK_HOSTS: Final = ("127.0.0.1", "localhost", "[::1]")
@@ -50,7 +52,7 @@ def transport_security(public_url: str) -> TransportSecuritySettings:
 
 class McpEndpoint:
     def __init__(self, profile: Profile = Profile.ALL, *, public_url: str = "",
-                 session_idle_seconds: float = 30 * 60) -> None:
+                 session_idle_seconds: float = 30 * 60, workers: Workers | None = None) -> None:
         self._link = InProcessLink()
         self._public_url = public_url.rstrip("/")
         self._idle = session_idle_seconds
@@ -60,10 +62,12 @@ class McpEndpoint:
             AuthContextMiddleware(RequireCaller(self._serve, MCP_PATH, self._public_url)),
             backend=BearerAuthBackend(HubTokenVerifier(self._link)),
         )
+        # A worker of `--workers`: each session's requests go to the worker that holds it.
+        self._router = SessionRouter(self._app, workers) if workers is not None else None
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route(MCP_PATH, endpoint=self._app),
+            Route(MCP_PATH, endpoint=self._router or self._app),
             Route(METADATA_PATH + MCP_PATH, endpoint=protected_resource_metadata(MCP_PATH, self._public_url),
                   methods=["GET"]),
         ]
@@ -78,7 +82,7 @@ class McpEndpoint:
         )
         self._link.bind(hub)
         try:
-            async with manager.run():
+            async with manager.run(), self._router.running() if self._router else nullcontext():
                 self._manager = manager
                 try:
                     yield

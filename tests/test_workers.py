@@ -7,6 +7,7 @@ gracefully (WebSockets closed with 1001, exit 0); a worker that dies takes the o
 command fails; on SQLite, or without Redis, the command refuses to start and says why.
 """
 
+import json
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -24,6 +26,7 @@ import pytest
 from bridges.ws_rpc import CONNECTIONS_METRIC
 
 from .client import HubClient
+from .mcp_support import SDK_CLIENT_TRIO_GET_STREAM, call, http_client
 from .messaging import WAIT, EventSocket, direct, event_socket, group, send, timeline
 from .servers import HubServer, drop_postgres_database, free_port, make_server, parley_command, redis_unavailable
 from .test_shutdown import descendants, living
@@ -177,6 +180,83 @@ async def test_concurrent_sends_through_both_workers_lose_and_repeat_nothing(wor
         for stream in streams:
             received = await stream.take(total)
             assert Counter(event["message"]["body"] for event in received) == expected
+
+
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+
+
+def mcp_messages(response: httpx.Response) -> list[dict[str, Any]]:
+    """The JSON-RPC messages of a streamable-HTTP answer: its JSON body, or its SSE stream's `data`."""
+    assert response.status_code == 200, (response.status_code, response.text)
+    if response.headers["content-type"].startswith("application/json"):
+        return [response.json()]
+    return [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+
+
+async def mcp_call(http: httpx.AsyncClient, headers: dict[str, str], request_id: int, method: str,
+                   **params: Any) -> dict[str, Any]:
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+    [answer] = [message for message in mcp_messages(await http.post("/mcp", json=body, headers=headers))
+                if message.get("id") == request_id]
+    assert "result" in answer, answer
+    return answer["result"]  # type: ignore[no-any-return]
+
+
+# The GET stream is read with httpx on the pinned connection (tests.sse_client opens one of its own, which
+# the kernel may give to either worker); left early, its inner generators go to the collector, and trio warns.
+@pytest.mark.filterwarnings(
+    r"ignore:Exception ignored in. <async_generator object :pytest.PytestUnraisableExceptionWarning")
+@needs_cluster
+async def test_an_mcp_session_is_served_by_its_worker_whichever_worker_a_request_reaches(
+    workers_hub: HubServer,
+) -> None:
+    """A 2025-11-25 session lives in the worker that answered `initialize`; its requests, its GET stream
+    and its end, sent through the other worker, are forwarded there (they were 404s)."""
+    server = workers_hub
+    async with pinned_clients(server) as [(hub_a, _), (hub_b, _)]:
+        alice, bob = await hub_a.register("mcp-alice"), await hub_a.register("mcp-bob")
+        headers = {**MCP_HEADERS, "Authorization": f"Bearer {await hub_a.api_key(alice)}"}
+        init = await hub_a.http.post("/mcp", headers=headers, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "test", "version": "1"}}})
+        assert mcp_messages(init)[0]["result"]["protocolVersion"] == "2025-11-25"
+        headers["Mcp-Session-Id"] = init.headers["mcp-session-id"]
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        assert (await hub_b.http.post("/mcp", json=initialized, headers=headers)).status_code == 202
+        for request_id, hub in enumerate([hub_a, hub_b] * 5, start=2):
+            whoami = await mcp_call(hub.http, headers, request_id, "tools/call", name="whoami", arguments={})
+            assert whoami["structuredContent"]["agent_id"] == alice.agent_id
+
+        # The session's GET stream, opened through the other worker, carries what its worker pushes.
+        await mcp_call(hub_b.http, headers, 20, "resources/subscribe", uri="parley://inbox")
+        conversation_id = await direct(hub_a, bob, alice)
+        async with hub_b.http.stream("GET", "/mcp", headers=headers) as stream:  # hub_b's one connection
+            assert stream.status_code == 200
+            await send(hub_a, bob, conversation_id, "are you there?")
+            with anyio.fail_after(WAIT):
+                async for line in stream.aiter_lines():
+                    if line.startswith("data:") and "notifications/resources/updated" in line:
+                        assert json.loads(line[5:])["params"]["uri"] == "parley://inbox"
+                        break
+
+        ended = await hub_b.http.delete("/mcp", headers=headers)
+        assert ended.status_code in (200, 204)
+        gone = await hub_a.http.post("/mcp", headers=headers, json={
+            "jsonrpc": "2.0", "id": 30, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}})
+        assert gone.status_code == 404
+
+
+@SDK_CLIENT_TRIO_GET_STREAM
+@needs_cluster
+async def test_the_sdk_client_keeps_its_2025_session_across_workers(workers_hub: HubServer) -> None:
+    """The SDK's own client, which opens several connections a session: each call lands on either worker."""
+    server = workers_hub
+    async with HubClient(server) as hub:
+        agent = await hub.register("sdk-user")
+        async with http_client(server, await hub.api_key(agent), "legacy") as client:
+            for _ in range(30):
+                assert (await call(client, "whoami"))["agent_id"] == agent.agent_id
 
 
 @needs_cluster
