@@ -554,14 +554,16 @@ def serve_workers(settings: Settings, *, host: str, port: int, workers: int, wor
     listeners = [_listen(host, port, reuse_port=True) for _ in range(workers)]
     # Each worker's socket for the others (MCP sessions are served where they live: session_routing).
     peers_directory = Path(tempfile.mkdtemp(prefix="parley-workers-"))  # only this user may open it
+    peers: list[socket.socket] = []
     try:
-        peers = [_listen_unix(peers_directory / Workers.socket_name(number)) for number in range(1, workers + 1)]
+        for number in range(1, workers + 1):
+            peers.append(_listen_unix(peers_directory / Workers.socket_name(number)))
         migrate(settings)
         ServerKeys.load_or_create(settings.secrets_path())  # workers racing to create the file would fail
         log.info("Parley listening on %s (%d workers)", _url(host, port), workers)
         anyio.run(_supervise, list(worker_command), listeners, peers)
     finally:
-        for listener in listeners:
+        for listener in [*listeners, *peers]:
             listener.close()
         shutil.rmtree(peers_directory, ignore_errors=True)
 

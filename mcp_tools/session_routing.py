@@ -15,21 +15,27 @@ serves the same app on its socket as on the port.
 
 import re
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import anyio
 import httpx
+from mcp.server.streamable_http_manager import DEFAULT_MAX_REQUEST_BODY_SIZE
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SESSION_HEADER: Final = b"mcp-session-id"
+MAX_WORKER_DIGITS: Final = 4
+"""A session id's worker number has at most this many digits; a longer one is no worker's."""
 FORWARD_CONNECT_SECONDS: Final = 5.0
+KEEPALIVE_SECONDS: Final = 2.0
 _SOCKET_NAME: Final = re.compile(r"worker-(\d+)\.sock")
 _HOP_BY_HOP: Final = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade",
                                 b"proxy-connection", b"content-length"})
 """Not forwarded either way: each connection's own framing (httpx and the server set their own)."""
+_NOT_RELAYED: Final = _HOP_BY_HOP | {b"date", b"server"}
+"""Not relayed from the owner's answer: the framing, and what the relaying server adds itself."""
 
 
 @dataclass(frozen=True)
@@ -76,13 +82,15 @@ class SessionRouter:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = _header(scope, SESSION_HEADER)
         owner, _, local_id = (session or b"").partition(b".")
-        if session is None or not local_id or not owner.isdigit():
+        if session is None or not local_id or not owner.isdigit() or len(owner) > MAX_WORKER_DIGITS:
             await self._app(scope, receive, self._prefixing(send))  # a new session, or an id of no worker's
         elif int(owner) == self._workers.number:
             headers = [(name, local_id if name == SESSION_HEADER else value) for name, value in scope["headers"]]
             await self._app({**scope, "headers": headers}, receive, self._prefixing(send))
-        else:
-            await self._forward(int(owner), scope, receive, send)
+        elif (peer := self._peer(int(owner))) is not None:
+            await self._forward(peer, scope, receive, send)
+        else:  # the number of no worker: the session manager answers as for any unknown id
+            await self._app(scope, receive, self._prefixing(send))
 
     def _prefixing(self, send: Send) -> Send:
         async def prefixed(message: Message) -> None:
@@ -94,54 +102,43 @@ class SessionRouter:
 
         return prefixed
 
-    async def _forward(self, owner: int, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send the request to the worker `owner` and relay its answer; stop when the client goes away."""
-        client = self._peer(owner)
-        if client is None:
-            await _plain(send, 404, b"no such MCP session")  # the number of no worker: an id made up
+    async def _forward(self, peer: httpx.AsyncClient, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the request to the worker `peer` reaches and relay its answer; stop when the client goes away.
+
+        The body is read first (it is one JSON-RPC message, at most the SDK's limit): a client that is
+        slow to send it then holds nothing of the owner's, and its leaving is noticed in one place.
+        """
+        try:
+            body = await _read_body(receive)
+        except _ClientLeft:
             return
-        request_done = anyio.Event()
-
-        async def body() -> AsyncIterator[bytes]:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise _ClientLeft
-                yield message.get("body", b"")
-                if not message.get("more_body", False):
-                    request_done.set()
-                    return
-
+        except _TooLarge:
+            await _plain(send, 413, b"Request body too large")  # the SDK's own answer
+            return
         url = scope["path"] + (f"?{scope['query_string'].decode('latin-1')}" if scope["query_string"] else "")
         headers = [(name, value) for name, value in scope["headers"] if name not in _HOP_BY_HOP]
         async with anyio.create_task_group() as tg:
 
             async def client_left() -> None:
-                await request_done.wait()
                 while (await receive())["type"] != "http.disconnect":
                     pass
                 tg.cancel_scope.cancel()
 
             tg.start_soon(client_left)
-            has_body = scope["method"] in ("POST", "PUT", "PATCH")
-            if not has_body:
-                request_done.set()
-            request = client.build_request(scope["method"], url, headers=headers, content=body() if has_body else None)
+            request = peer.build_request(scope["method"], url, headers=headers, content=body or None)
             try:
-                response = await client.send(request, stream=True)
-            except _ClientLeft:  # mid-body: nothing to answer
-                tg.cancel_scope.cancel()
-                return
+                response = await peer.send(request, stream=True)
             except httpx.TransportError:
                 await _plain(send, 503, b"the worker holding this MCP session does not answer")
                 tg.cancel_scope.cancel()
                 return
             try:
                 await send({"type": "http.response.start", "status": response.status_code,
-                            "headers": [(name, value) for name, value in response.headers.raw
-                                        if name.lower() not in _HOP_BY_HOP]})
-                async for chunk in response.aiter_raw():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                            "headers": [(name.lower(), value) for name, value in response.headers.raw
+                                        if name.lower() not in _NOT_RELAYED]})
+                async with aclosing(response.aiter_raw()) as chunks:  # closed here when the client leaves
+                    async for chunk in chunks:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             except httpx.TransportError:  # the owner went away mid-answer: the client's connection ends too
                 pass
@@ -158,17 +155,40 @@ class SessionRouter:
         path = self._workers.directory / Workers.socket_name(number)
         if self._exits is None or not path.exists():
             return None
-        # No read timeout: a forwarded GET is an SSE stream that lasts as long as its session.
+        # No read timeout: a forwarded GET is an SSE stream that lasts as long as its session. No cap on
+        # connections: each such stream holds one. Idle ones are let go before the servers' own 5 s.
+        transport = httpx.AsyncHTTPTransport(
+            uds=str(path), limits=httpx.Limits(max_connections=None, keepalive_expiry=KEEPALIVE_SECONDS))
         timeout = httpx.Timeout(None, connect=FORWARD_CONNECT_SECONDS, pool=FORWARD_CONNECT_SECONDS)
-        client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(path)), base_url="http://worker",
-                                   timeout=timeout)
+        client = httpx.AsyncClient(transport=transport, base_url="http://worker", timeout=timeout)
         self._exits.push_async_callback(client.aclose)
         self._peers[number] = client
         return client
 
 
+async def _read_body(receive: Receive) -> bytes:
+    """The request's body, at most `DEFAULT_MAX_REQUEST_BODY_SIZE` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientLeft
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > DEFAULT_MAX_REQUEST_BODY_SIZE:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 class _ClientLeft(Exception):
     """The client disconnected before its request's body was all read."""
+
+
+class _TooLarge(Exception):
+    """The request's body is larger than the session manager takes."""
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

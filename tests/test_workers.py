@@ -240,6 +240,14 @@ async def test_an_mcp_session_is_served_by_its_worker_whichever_worker_a_request
                         assert json.loads(line[5:])["params"]["uri"] == "parley://inbox"
                         break
 
+        relayed = await hub_b.http.post("/mcp", headers=headers, json={
+            "jsonrpc": "2.0", "id": 21, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}})
+        assert len(relayed.headers.get_list("date")) == 1  # the owner's is not relayed beside the relay's own
+        for made_up in ("9.feed", "1" * 5000 + ".feed"):  # the number of no worker: an unknown session
+            unknown = await hub_b.http.post("/mcp", headers={**headers, "Mcp-Session-Id": made_up}, json={
+                "jsonrpc": "2.0", "id": 22, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}})
+            assert unknown.status_code == 404
+
         ended = await hub_b.http.delete("/mcp", headers=headers)
         assert ended.status_code in (200, 204)
         gone = await hub_a.http.post("/mcp", headers=headers, json={
