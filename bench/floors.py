@@ -109,9 +109,9 @@ def serve(backend: str, port: int) -> None:
     app, settings = create_floor_app(), Settings()
     app.state.websockets = WebSocketSessions()  # the runner closes them when it stops, as the hub's
     if backend == "trio":
-        anyio.run(_serve_hypercorn, app, settings, _listen("127.0.0.1", port), backend="trio")
+        anyio.run(_serve_hypercorn, app, settings, [_listen("127.0.0.1", port)], backend="trio")
     else:
-        anyio.run(_serve_uvicorn, app, settings, _listen("127.0.0.1", port), backend="asyncio",
+        anyio.run(_serve_uvicorn, app, settings, [_listen("127.0.0.1", port)], backend="asyncio",
                   backend_options={"use_uvloop": True})
 
 

@@ -319,9 +319,9 @@ def serve_floor(app_name: str, backend: str, port: int, canned: dict[str, Any]) 
     app.state.websockets = WebSocketSessions()  # the runner closes them when it stops, as the hub's
     settings = Settings(data_dir=Path(tempfile.gettempdir()))
     if backend == "trio":
-        anyio.run(_serve_hypercorn, app, settings, _listen("127.0.0.1", port), backend="trio")
+        anyio.run(_serve_hypercorn, app, settings, [_listen("127.0.0.1", port)], backend="trio")
     else:
-        anyio.run(_serve_uvicorn, app, settings, _listen("127.0.0.1", port), backend="asyncio",
+        anyio.run(_serve_uvicorn, app, settings, [_listen("127.0.0.1", port)], backend="asyncio",
                   backend_options={"use_uvloop": True})
 
 
