@@ -493,14 +493,17 @@ def serve(settings: Settings, *, host: str, port: int, backend: Backend, listen_
     Raises:
         OSError: the address cannot be listened on (in use, not this machine's).
     """
+    workers = None
     if listen_fd is None:
         listeners = [_listen(host, port)]
         log.info("Parley listening on %s (%s backend)", _url(host, listeners[0].getsockname()[1]), backend)
     else:  # a worker: its parent said where it listens
-        listeners = [socket.socket(fileno=fd) for fd in (listen_fd, peer_fd) if fd is not None]
+        listeners = [socket.socket(fileno=listen_fd)]
+        if peer_fd is not None:
+            listeners.append(peer := socket.socket(fileno=peer_fd))
+            workers = Workers.of_socket(peer.getsockname())
         for listener in listeners:
             listener.setblocking(False)
-    workers = Workers.of_socket(listeners[1].getsockname()) if len(listeners) > 1 else None
     app = create_app(settings, workers=workers)
     with ExitStack() as open_listeners:
         for listener in listeners:
@@ -570,8 +573,12 @@ def serve_workers(settings: Settings, *, host: str, port: int, workers: int, wor
 
 def _listen_unix(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(str(path))
-    sock.listen(BACKLOG)
+    try:
+        sock.bind(str(path))
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
 

@@ -103,7 +103,7 @@ def append_event(
 
     `payload` is the event's JSON text, stored as it is.
     """
-    params = {"type": type, "subject_id": subject_id, "payload": EncodedJson(payload), "created_at": created_at}
+    params = _event_params(type, subject_id, payload, created_at)
     if conn.dialect.name == "postgresql":
         if isinstance(to, MembersAsOf):
             row = _append_to_members.first(conn, {**params, **to.params(), "conversation_id": activity_of})
@@ -121,6 +121,10 @@ def append_event(
     return cursor, list(to)
 
 
+def _event_params(type: str, subject_id: str | None, payload: str, created_at: datetime) -> dict[str, Any]:
+    return {"type": type, "subject_id": subject_id, "payload": EncodedJson(payload), "created_at": created_at}
+
+
 def append_message_event(
     conn: Connection, *, type: str, subject_id: str, payload: str, created_at: datetime, to: MembersAsOf,
 ) -> tuple[int, list[str], list[str]]:
@@ -129,9 +133,8 @@ def append_message_event(
     same statement, one round trip less. Returns the cursor, whom it was delivered to, and those runs."""
     assert to.sender_id is not None, "a new message has a sender"
     if conn.dialect.name == "postgresql":
-        params = {"type": type, "subject_id": subject_id, "payload": EncodedJson(payload), "created_at": created_at,
-                  **to.params(), "p_sender_id": to.sender_id, "conversation_id": to.conversation_id}
-        row = _append_message_event.first(conn, params)
+        row = _append_message_event.first(conn, {**_event_params(type, subject_id, payload, created_at), **to.params(),
+                                                 "p_sender_id": to.sender_id, "conversation_id": to.conversation_id})
         assert row is not None
         return int(row[0]), list(row[1] or ()), list(row[2] or ())
     cursor, delivered_to = append_event(conn, type=type, subject_id=subject_id, payload=payload,
