@@ -32,7 +32,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from bridges.runner import _listen, _serve_hypercorn, _serve_uvicorn
+from bridges.runner import listening_socket, serve_app
 from bridges.ws_rpc import WebSocketSessions
 from hub.config import Settings
 from tests.servers import free_port
@@ -108,11 +108,8 @@ def serve(backend: str, port: int) -> None:
     """Serve the floor app until SIGTERM, the way `bridges.runner.serve` serves the hub."""
     app, settings = create_floor_app(), Settings()
     app.state.websockets = WebSocketSessions()  # the runner closes them when it stops, as the hub's
-    if backend == "trio":
-        anyio.run(_serve_hypercorn, app, settings, [_listen("127.0.0.1", port)], backend="trio")
-    else:
-        anyio.run(_serve_uvicorn, app, settings, [_listen("127.0.0.1", port)], backend="asyncio",
-                  backend_options={"use_uvloop": True})
+    with listening_socket("127.0.0.1", port) as listener:
+        serve_app(app, settings, [listener], backend)
 
 
 @dataclass

@@ -9,8 +9,9 @@ say which side was saturated.
 
 Why floors run in a subprocess of their own: a floor must be "the same stack": the same ASGI server
 with the same configuration, on the same event loop, in its own process on the same machine.
-`serve_floor` builds a tiny app and hands it to `bridges.runner`'s own serve functions (uvicorn +
-uvloop on asyncio, hypercorn in-process on trio), the exact code path `parley serve` takes.
+`serve_floor` builds a tiny app and hands it to `bridges.runner.serve_app` (uvicorn + uvloop on asyncio,
+hypercorn in-process on trio), the exact code path `parley serve` takes; `tests/test_bench_floors.py`
+checks that each floor starts.
 
     .venv/bin/python -m bench.http_floors --app rest|mcp --backend asyncio|trio --port P [--canned FILE]
 
@@ -310,7 +311,7 @@ def mcp_floor_app() -> Any:
 def serve_floor(app_name: str, backend: str, port: int, canned: dict[str, Any]) -> None:
     import logging
 
-    from bridges.runner import _listen, _serve_hypercorn, _serve_uvicorn
+    from bridges.runner import listening_socket, serve_app
     from bridges.ws_rpc import WebSocketSessions
     from hub.config import Settings
 
@@ -318,11 +319,8 @@ def serve_floor(app_name: str, backend: str, port: int, canned: dict[str, Any]) 
     app = rest_floor_app(canned) if app_name == "rest" else mcp_floor_app()
     app.state.websockets = WebSocketSessions()  # the runner closes them when it stops, as the hub's
     settings = Settings(data_dir=Path(tempfile.gettempdir()))
-    if backend == "trio":
-        anyio.run(_serve_hypercorn, app, settings, [_listen("127.0.0.1", port)], backend="trio")
-    else:
-        anyio.run(_serve_uvicorn, app, settings, [_listen("127.0.0.1", port)], backend="asyncio",
-                  backend_options={"use_uvloop": True})
+    with listening_socket("127.0.0.1", port) as listener:
+        serve_app(app, settings, [listener], backend)
 
 
 def main() -> None:

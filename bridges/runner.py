@@ -89,7 +89,7 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _listen(host: str, port: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+def listening_socket(host: str, port: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
     """The listening socket, bound before the server starts, so a port in use is one clear error;
     with `reuse_port`, one of several on the port (SO_REUSEPORT); without `listen`, bound only.
 
@@ -495,7 +495,7 @@ def serve(settings: Settings, *, host: str, port: int, backend: Backend, listen_
     """
     workers = None
     if listen_fd is None:
-        listeners = [_listen(host, port)]
+        listeners = [listening_socket(host, port)]
         log.info("Parley listening on %s (%s backend)", _url(host, listeners[0].getsockname()[1]), backend)
     else:  # a worker: its parent said where it listens
         listeners = [socket.socket(fileno=listen_fd)]
@@ -508,11 +508,21 @@ def serve(settings: Settings, *, host: str, port: int, backend: Backend, listen_
     with ExitStack() as open_listeners:
         for listener in listeners:
             open_listeners.enter_context(listener)
-        if backend == "trio":
-            anyio.run(_serve_hypercorn, app, settings, listeners, parent, backend="trio")
-        else:
-            anyio.run(_serve_uvicorn, app, settings, listeners, parent, backend="asyncio",
-                      backend_options={"use_uvloop": True})
+        serve_app(app, settings, listeners, backend, parent=parent)
+
+
+def serve_app(app: Starlette, settings: Settings, listeners: list[socket.socket], backend: Backend, *,
+              parent: int | None = None) -> None:
+    """Serve `app` on `listeners` until SIGTERM or SIGINT (or until `parent` is gone): uvicorn on asyncio,
+    hypercorn on trio, as the hub is served. The benchmarks' floor apps are served through here too, so
+    a floor pays what the hub's server costs and nothing else. The caller owns the sockets; `app.state`
+    needs `websockets` (a `WebSocketSessions`), which are told to go away when the server stops.
+    """
+    if backend == "trio":
+        anyio.run(_serve_hypercorn, app, settings, listeners, parent, backend="trio")
+    else:
+        anyio.run(_serve_uvicorn, app, settings, listeners, parent, backend="asyncio",
+                  backend_options={"use_uvloop": True})
 
 
 class WorkerFailed(Exception):
@@ -552,9 +562,9 @@ def serve_workers(settings: Settings, *, host: str, port: int, workers: int, wor
     """
     if (refusal := workers_refusal(settings, workers)) is not None:
         raise ConfigError(refusal)
-    with _listen(host, port, listen=False) as probe:
+    with listening_socket(host, port, listen=False) as probe:
         port = probe.getsockname()[1]
-    listeners = [_listen(host, port, reuse_port=True) for _ in range(workers)]
+    listeners = [listening_socket(host, port, reuse_port=True) for _ in range(workers)]
     # Each worker's socket for the others (MCP sessions are served where they live: session_routing).
     peers_directory = Path(tempfile.mkdtemp(prefix="parley-workers-"))  # only this user may open it
     peers: list[socket.socket] = []
