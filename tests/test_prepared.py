@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, String, bindparam, create_engine, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from storage.migrations import upgrade
-from storage.queries._prepared import Prepared
+from storage.queries._prepared import Prepared, PreparedUpsert
 from storage.schema import EncodedJson, agents, conversation_members, conversations, messages
 from storage.store import create_store_engine
 
@@ -160,3 +162,28 @@ def test_each_engine_writes_json_with_its_own_serializer(engine: Engine, databas
         insert.execute(conn, {**_message(0, 21), "metadata": EncodedJson('{"by":"store"}')}).close()
         stored = conn.execute(select(messages.c.metadata).where(messages.c.seq >= 20).order_by(messages.c.seq))
         assert list(stored.scalars()) == [{"by": "plain"}, {"by": "store"}]
+
+
+def test_an_upsert_returns_its_row_as_connection_execute_does(engine: Engine) -> None:
+    """`PreparedUpsert` runs each dialect's own `INSERT … ON CONFLICT`; what it returns comes back by
+    column key and processed (a UTC datetime), for the insert and for the update on conflict."""
+
+    def build(insert: Any) -> Any:
+        statement = insert(conversations).values(
+            id=bindparam("id"), kind="group", direct_key=None, created_by="ag0", created_at=START,
+            updated_at=bindparam("at", type_=conversations.c.updated_at.type), last_seq=0, activity=0,
+            last_activity_at=START)
+        return (statement.on_conflict_do_update(index_elements=[conversations.c.id],
+                                                set_={"updated_at": statement.excluded.updated_at,
+                                                      "last_seq": conversations.c.last_seq + 1})
+                .returning(conversations.c.id, conversations.c.updated_at, conversations.c.last_seq))
+
+    upsert = PreparedUpsert(build)
+    later = START + timedelta(hours=1)
+    with engine.connect() as conn, conn.begin():
+        built = build(postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert)
+        prepared = [upsert.on(conn).mapping(conn, {"id": id, "at": later}) for id in ("cv9", "cv0")]
+        executed = [dict(conn.execute(built, {"id": id, "at": later}).mappings().one()) for id in ("cv8", "cv1")]
+    assert prepared[0] == {"id": "cv9", "updated_at": later, "last_seq": 0}  # inserted
+    assert prepared[1] == {"id": "cv0", "updated_at": later, "last_seq": 5}  # updated: it had 4
+    assert [{**row, "id": None} for row in prepared] == [{**row, "id": None} for row in executed]

@@ -204,16 +204,13 @@ class DocumentService:
         return recipients(conn, row["scope_id"], sender_id=row["added_by"])
 
     def _progress(self, conn: Connection, row: RowMapping | dict[str, Any], actor_id: str, now: datetime,
-                  round_row: RowMapping | None = None) -> Delivery:
+                  round_row: Mapping[str, Any] | None = None) -> Delivery:
         """The `documents.progress` event: the document as it stands, and its store's round (read here unless
         the caller has it)."""
         if round_row is None:
             round_row = document_queries.store_round(conn, row["scope_id"])
         current = round_row["current_document_id"] if round_row else None
-        current_title = None
-        if current is not None:
-            current_row = document_queries.get_document(conn, current)
-            current_title = current_row["title"] if current_row else None
+        current_title = document_queries.title_of(conn, current) if current is not None else None
         return self._progress_event(conn, row, self._audience(conn, row), round_row, current_title, now, actor_id)
 
     @staticmethod
@@ -534,8 +531,8 @@ class DocumentService:
             scope_id, _ = self._store_of(conn, caller_id, conversation_id)
             round_row = document_queries.store_round(conn, scope_id)
             current = round_row["current_document_id"] if round_row else None
-            current_row = document_queries.get_document(conn, current) if current else None
-            return status_of(round_row, current_row["title"] if current_row else None, self._clock.now())
+            current_title = document_queries.title_of(conn, current) if current else None
+            return status_of(round_row, current_title, self._clock.now())
 
         return await self._store.read(read)
 

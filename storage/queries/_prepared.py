@@ -1,4 +1,5 @@
-"""Statements run straight on the connection's DBAPI cursor: those that run for every message sent or read.
+"""Statements run straight on the connection's DBAPI cursor: those that run for every message sent or read,
+and for every document added (which an ingestion beside a send load does thousands of times).
 
 `Connection.execute` spends 25-40 µs of Python per statement before the database sees it (cache
 lookup, execution context, parameter processing, result object), where SQLite then takes 2-4 µs;
@@ -13,7 +14,8 @@ Rows come back as plain tuples with no result processing (`first`, `all`, `colum
 those only statements whose columns need none: integers, strings), or as dicts by column key with
 each column's result processing (`mapping`, `mappings`). An `IN` list (an expanding bind) is
 compiled once per engine and length of list: the lists here are bounded by page sizes. Binds
-rendered at execution time (`literal_execute`) are not supported.
+rendered at execution time (`literal_execute`) are not supported. An `INSERT … ON CONFLICT` is
+built with each dialect's own `insert`, so it is a `PreparedUpsert`: a `Prepared` per dialect.
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,8 +24,11 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import BindParameter, Connection, Dialect
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.dml import Insert, UpdateBase
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.selectable import SelectBase
 from sqlalchemy.sql.visitors import iterate
@@ -105,10 +110,14 @@ class Prepared:
         return _Compiled(sql, fixed, binds, dialect.positional, expanded, *self._result_columns(dialect))
 
     def _result_columns(self, dialect: Dialect) -> tuple[tuple[str, ...], tuple[tuple[str, Processor], ...]]:
-        """The keys of the statement's result columns, and those of them with a result processor."""
-        if not isinstance(self._statement, SelectBase):
+        """The keys of the statement's result columns (a SELECT's, or what a DML statement returns), and
+        those of them with a result processor."""
+        if isinstance(self._statement, SelectBase):
+            columns = list(self._statement.selected_columns.items())
+        elif isinstance(self._statement, UpdateBase):
+            columns = list(self._statement.exported_columns.items())
+        else:
             return (), ()
-        columns = list(self._statement.selected_columns.items())
         keys = tuple(key for key, _ in columns)
         assert len(set(keys)) == len(keys), "a prepared statement's result columns have distinct keys"
         processors = [(key, column.type.dialect_impl(dialect).result_processor(dialect, None))
@@ -203,6 +212,19 @@ class Prepared:
             return int(cursor.rowcount)
         finally:
             cursor.close()
+
+
+class PreparedUpsert:
+    """An `INSERT … ON CONFLICT`, whose statement is each dialect's own (`postgresql.insert`,
+    `sqlite.insert`): a `Prepared` for each, from `build(insert)`. `on(conn)` is the one to run."""
+
+    def __init__(self, build: Callable[[Callable[..., Insert]], Executable], *,
+                 column_keys: Sequence[str] | None = None) -> None:
+        self._by_dialect = {name: Prepared(build(insert), column_keys=column_keys)
+                            for name, insert in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))}
+
+    def on(self, conn: Connection) -> Prepared:
+        return self._by_dialect[conn.dialect.name]
 
 
 def _wrapped(conn: Connection, sql: str, arguments: Any, error: Exception) -> BaseException:

@@ -4,21 +4,30 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, case, delete, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, RowMapping, bindparam, case, delete, func, insert, null, select, update
 
 from storage.schema import document_audit, document_chunks, document_stores, documents, search_entries
 
+from ._prepared import Prepared, PreparedUpsert
 from .blocks import blocked_by
 
 
 def insert_document(conn: Connection, row: dict[str, Any]) -> None:
-    conn.execute(insert(documents).values(**row))
+    _insert_document.execute(conn, row).close()
+
+
+# Prepared: they run for every document added (see storage/queries/_prepared.py).
+_insert_document = Prepared(insert(documents), column_keys=[column.key for column in documents.c])
+_title_of = Prepared(select(documents.c.title).where(documents.c.id == bindparam("document_id")))
 
 
 def get_document(conn: Connection, document_id: str) -> RowMapping | None:
     return conn.execute(select(documents).where(documents.c.id == document_id)).mappings().first()
+
+
+def title_of(conn: Connection, document_id: str) -> str | None:
+    """The document's title; None when it has none, or is gone."""
+    return _title_of.scalar(conn, {"document_id": document_id})
 
 
 def documents_by_id(conn: Connection, document_ids: Sequence[str]) -> dict[str, RowMapping]:
@@ -143,18 +152,28 @@ def store_round(conn: Connection, scope_id: str) -> RowMapping | None:
     return conn.execute(select(document_stores).where(document_stores.c.scope_id == scope_id)).mappings().first()
 
 
-def round_added(conn: Connection, scope_id: str, count: int, now: datetime) -> RowMapping:
+def round_added(conn: Connection, scope_id: str, count: int, now: datetime) -> dict[str, Any]:
     """`count` documents queued: a new round if the last one is over, else more in this one. The round."""
-    fresh = {"round_total": count, "round_done": 0, "round_failed": 0, "round_started_at": now,
-             "current_document_id": None}
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = dialect_insert(document_stores).values(scope_id=scope_id, **fresh)
+    row = _round_added.on(conn).mapping(conn, {"scope_id": scope_id, "count": count, "now": now})
+    assert row is not None
+    return row
+
+
+def _build_round_added(dialect_insert: Any) -> Any:
+    count = bindparam("count", type_=document_stores.c.round_total.type)
+    fresh = {"round_total": count, "round_done": 0, "round_failed": 0,
+             "round_started_at": bindparam("now", type_=document_stores.c.round_started_at.type),
+             "current_document_id": null()}
+    statement = dialect_insert(document_stores).values(scope_id=bindparam("scope_id"), **fresh)
     over = document_stores.c.round_done >= document_stores.c.round_total
     # Every SET expression reads the row as it was, so `over` means the same in each.
     kept = {name: case((over, value), else_=document_stores.c[name]) for name, value in fresh.items()}
     kept["round_total"] = case((over, count), else_=document_stores.c.round_total + count)
-    return conn.execute(statement.on_conflict_do_update(index_elements=[document_stores.c.scope_id], set_=kept)
-                        .returning(*document_stores.c)).mappings().one()
+    return (statement.on_conflict_do_update(index_elements=[document_stores.c.scope_id], set_=kept)
+            .returning(*document_stores.c))
+
+
+_round_added = PreparedUpsert(_build_round_added)
 
 
 def round_working_on(conn: Connection, scope_id: str, document_id: str | None) -> None:

@@ -10,26 +10,29 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, RowMapping, and_, delete, exists, func, insert, or_, select
+from sqlalchemy import Connection, RowMapping, and_, bindparam, delete, exists, func, insert, or_, select
 
 from storage.schema import blob_chunks, blobs, conversation_members, documents, files, message_attachments, messages
 
+from ._prepared import Prepared
 from .blocks import blocked_by
 
 CHUNK_BYTES: Final = 256 * 1024
 
 
-def blob_exists(conn: Connection, sha256: str) -> bool:
-    return conn.execute(select(exists().where(blobs.c.sha256 == sha256))).scalar_one()
-
-
 def put_blob(conn: Connection, sha256: str, size: int, chunks: Iterable[bytes], now: datetime) -> None:
     """Store a blob from its chunks (of `CHUNK_BYTES`, the last one shorter), unless it is stored already."""
-    if blob_exists(conn, sha256):
+    if _blob_exists.scalar(conn, {"sha256": sha256}):
         return
-    conn.execute(insert(blobs).values(sha256=sha256, size=size, created_at=now))
+    _insert_blob.execute(conn, {"sha256": sha256, "size": size, "created_at": now}).close()
     for seq, data in enumerate(chunks):
-        conn.execute(insert(blob_chunks).values(sha256=sha256, seq=seq, data=data))
+        _insert_blob_chunk.execute(conn, {"sha256": sha256, "seq": seq, "data": data}).close()
+
+
+# Prepared: they run for every file uploaded and every document added (see storage/queries/_prepared.py).
+_blob_exists = Prepared(select(exists().where(blobs.c.sha256 == bindparam("sha256"))))
+_insert_blob = Prepared(insert(blobs), column_keys=("sha256", "size", "created_at"))
+_insert_blob_chunk = Prepared(insert(blob_chunks), column_keys=("sha256", "seq", "data"))
 
 
 def blob_chunks_for(conn: Connection, sha256: str, first: int, last: int) -> list[bytes]:

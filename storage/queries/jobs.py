@@ -12,10 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, and_, bindparam, delete, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.schema import jobs
+
+from ._prepared import PreparedUpsert
 
 PENDING = "pending"
 FAILED = "failed"
@@ -32,15 +32,23 @@ def ensure_all(conn: Connection, kind: str, subjects: Sequence[str], payload: di
     """`ensure` for each of `subjects`, in one statement."""
     if not subjects:
         return
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    _ensure.on(conn).execute_many(conn, [{"kind": kind, "subject": subject, "payload": payload, "state": PENDING,
+                                          "run_at": run_at, "attempts": 0, "created_at": now} for subject in subjects])
+
+
+def _build_ensure(dialect_insert: Any) -> Any:
     statement = dialect_insert(jobs)
-    conn.execute(statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=[jobs.c.kind, jobs.c.subject],
         # A worker on the old version of the job loses its lease: its result is of what was, not of what is.
         set_={"payload": statement.excluded.payload, "state": PENDING, "run_at": statement.excluded.run_at,
               "attempts": 0, "last_error": None, "lease_token": None, "lease_until": None},
-    ), [{"kind": kind, "subject": subject, "payload": payload, "state": PENDING, "run_at": run_at, "attempts": 0,
-         "created_at": now} for subject in subjects])
+    )
+
+
+# Prepared: it runs for every memory written, document added and webhook delivery (storage/queries/_prepared.py).
+_ensure = PreparedUpsert(_build_ensure,
+                         column_keys=("kind", "subject", "payload", "state", "run_at", "attempts", "created_at"))
 
 
 def claim(

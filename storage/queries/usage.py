@@ -9,11 +9,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.schema import agent_limits, agent_storage, agents, usage_daily
+
+from ._prepared import Prepared, PreparedUpsert
 
 MESSAGES = "messages"
 MEMORIES = "memories"
@@ -23,10 +25,7 @@ DOCUMENTS = "documents"
 
 def storage_used(conn: Connection, agent_id: str, kind: str) -> tuple[int, int]:
     """(items, bytes) of `kind` the agent keeps."""
-    row = conn.execute(
-        select(agent_storage.c.item_count, agent_storage.c.bytes)
-        .where(agent_storage.c.agent_id == agent_id, agent_storage.c.kind == kind)
-    ).first()
+    row = _storage_used.first(conn, {"agent_id": agent_id, "kind": kind})
     return (int(row[0]), int(row[1])) if row is not None else (0, 0)
 
 
@@ -39,11 +38,25 @@ def storage_of(conn: Connection, agent_id: str) -> dict[str, tuple[int, int]]:
 
 def add_storage(conn: Connection, agent_id: str, kind: str, items: int, size: int) -> None:
     """Add `items` and `size` bytes (either may be negative) to what the agent keeps of `kind`."""
-    statement = _insert(conn)(agent_storage).values(agent_id=agent_id, kind=kind, item_count=items, bytes=size)
-    conn.execute(statement.on_conflict_do_update(
+    _add_storage.on(conn).execute(conn, {"agent_id": agent_id, "kind": kind, "items": items, "size": size}).close()
+
+
+def _build_add_storage(dialect_insert: Any) -> Any:
+    items = bindparam("items", type_=agent_storage.c.item_count.type)
+    size = bindparam("size", type_=agent_storage.c.bytes.type)
+    statement = dialect_insert(agent_storage).values(agent_id=bindparam("agent_id"), kind=bindparam("kind"),
+                                                     item_count=items, bytes=size)
+    return statement.on_conflict_do_update(
         index_elements=[agent_storage.c.agent_id, agent_storage.c.kind],
         set_={"item_count": agent_storage.c.item_count + items, "bytes": agent_storage.c.bytes + size},
-    ))
+    )
+
+
+# Prepared: they run for every file uploaded, document added and memory written (see storage/queries/_prepared.py).
+_storage_used = Prepared(select(agent_storage.c.item_count, agent_storage.c.bytes)
+                         .where(agent_storage.c.agent_id == bindparam("agent_id"),
+                                agent_storage.c.kind == bindparam("kind")))
+_add_storage = PreparedUpsert(_build_add_storage)
 
 
 def _insert(conn: Connection) -> Any:
@@ -116,8 +129,11 @@ def active_by_day(conn: Connection, first: str, last: str, counters: list[str]) 
 
 def limits_of(conn: Connection, agent_id: str) -> dict[str, int]:
     """The operator's overrides of the agent's limits, by name (empty: the defaults apply)."""
-    value = conn.execute(select(agent_limits.c.limits).where(agent_limits.c.agent_id == agent_id)).scalar()
-    return dict(value or {})
+    row = _limits_of.mapping(conn, {"agent_id": agent_id})
+    return dict(row["limits"] or {}) if row is not None else {}
+
+
+_limits_of = Prepared(select(agent_limits.c.limits).where(agent_limits.c.agent_id == bindparam("agent_id")))
 
 
 def put_limits(conn: Connection, agent_id: str, limits: Mapping[str, int], now: datetime) -> None:
