@@ -166,24 +166,29 @@ def test_each_engine_writes_json_with_its_own_serializer(engine: Engine, databas
 
 def test_an_upsert_returns_its_row_as_connection_execute_does(engine: Engine) -> None:
     """`PreparedUpsert` runs each dialect's own `INSERT … ON CONFLICT`; what it returns comes back by
-    column key and processed (a UTC datetime), for the insert and for the update on conflict."""
+    column key and processed (a UTC datetime, given in another zone and bound in `SET` too), for the
+    insert and for the update on conflict, one row at a time or many."""
+    at = bindparam("at", type_=conversations.c.updated_at.type)
 
     def build(insert: Any) -> Any:
         statement = insert(conversations).values(
-            id=bindparam("id"), kind="group", direct_key=None, created_by="ag0", created_at=START,
-            updated_at=bindparam("at", type_=conversations.c.updated_at.type), last_seq=0, activity=0,
-            last_activity_at=START)
+            id=bindparam("id"), kind="group", direct_key=None, created_by="ag0", created_at=START, updated_at=at,
+            last_seq=0, activity=0, last_activity_at=START)
         return (statement.on_conflict_do_update(index_elements=[conversations.c.id],
-                                                set_={"updated_at": statement.excluded.updated_at,
-                                                      "last_seq": conversations.c.last_seq + 1})
+                                                set_={"updated_at": at, "last_seq": conversations.c.last_seq + 1})
                 .returning(conversations.c.id, conversations.c.updated_at, conversations.c.last_seq))
 
     upsert = PreparedUpsert(build)
-    later = START + timedelta(hours=1)
+    later = (START + timedelta(hours=1)).astimezone(timezone(timedelta(hours=-5)))
     with engine.connect() as conn, conn.begin():
         built = build(postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert)
         prepared = [upsert.on(conn).mapping(conn, {"id": id, "at": later}) for id in ("cv9", "cv0")]
         executed = [dict(conn.execute(built, {"id": id, "at": later}).mappings().one()) for id in ("cv8", "cv1")]
+        upsert.on(conn).execute_many(conn, [{"id": "cv7", "at": later}, {"id": "cv2", "at": later}])
+        many = conn.execute(select(conversations.c.id, conversations.c.last_seq)
+                            .where(conversations.c.id.in_(["cv7", "cv2"])).order_by(conversations.c.id)).all()
     assert prepared[0] == {"id": "cv9", "updated_at": later, "last_seq": 0}  # inserted
     assert prepared[1] == {"id": "cv0", "updated_at": later, "last_seq": 5}  # updated: it had 4
+    assert [row["updated_at"].utcoffset() for row in prepared] == [timedelta(0)] * 2  # as stored: in UTC
     assert [{**row, "id": None} for row in prepared] == [{**row, "id": None} for row in executed]
+    assert many == [("cv2", 5), ("cv7", 0)]
