@@ -80,16 +80,14 @@ class SessionRouter:
                 self._peers.clear()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        session = _header(scope, SESSION_HEADER)
-        owner, _, local_id = (session or b"").partition(b".")
-        if session is None or not local_id or not owner.isdigit() or len(owner) > MAX_WORKER_DIGITS:
-            await self._app(scope, receive, self._prefixing(send))  # a new session, or an id of no worker's
-        elif int(owner) == self._workers.number:
+        owner, _, local_id = (_header(scope, SESSION_HEADER) or b"").partition(b".")
+        number = int(owner) if local_id and owner.isdigit() and len(owner) <= MAX_WORKER_DIGITS else None
+        if number == self._workers.number:
             headers = [(name, local_id if name == SESSION_HEADER else value) for name, value in scope["headers"]]
             await self._app({**scope, "headers": headers}, receive, self._prefixing(send))
-        elif (peer := self._peer(int(owner))) is not None:
+        elif number is not None and (peer := self._peer(number)) is not None:
             await self._forward(peer, scope, receive, send)
-        else:  # the number of no worker: the session manager answers as for any unknown id
+        else:  # a new session, or an id of no worker's: the session manager answers as for any unknown id
             await self._app(scope, receive, self._prefixing(send))
 
     def _prefixing(self, send: Send) -> Send:

@@ -10,8 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.schema import agent_limits, agent_storage, agents, usage_daily
 
@@ -59,20 +57,25 @@ _storage_used = Prepared(select(agent_storage.c.item_count, agent_storage.c.byte
 _add_storage = PreparedUpsert(_build_add_storage)
 
 
-def _insert(conn: Connection) -> Any:
-    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-
-
 def add_usage(conn: Connection, deltas: Mapping[tuple[str, str, str], int]) -> dict[tuple[str, str, str], int]:
     """Add each `(agent_id, day, counter): delta`; return the totals they reach (with other nodes' flushes)."""
-    totals = {}
-    for (agent_id, day, counter), delta in deltas.items():
-        statement = _insert(conn)(usage_daily).values(agent_id=agent_id, day=day, counter=counter, value=delta)
-        totals[(agent_id, day, counter)] = int(conn.execute(statement.on_conflict_do_update(
-            index_elements=[usage_daily.c.agent_id, usage_daily.c.day, usage_daily.c.counter],
-            set_={"value": usage_daily.c.value + delta},
-        ).returning(usage_daily.c.value)).scalar_one())
-    return totals
+    upsert = _add_usage.on(conn)
+    return {(agent_id, day, counter): int(upsert.scalar(conn, {"agent_id": agent_id, "day": day, "counter": counter,
+                                                               "delta": delta}))
+            for (agent_id, day, counter), delta in deltas.items()}
+
+
+def _build_add_usage(dialect_insert: Any) -> Any:
+    delta = bindparam("delta", type_=usage_daily.c.value.type)
+    statement = dialect_insert(usage_daily).values(agent_id=bindparam("agent_id"), day=bindparam("day"),
+                                                   counter=bindparam("counter"), value=delta)
+    return statement.on_conflict_do_update(
+        index_elements=[usage_daily.c.agent_id, usage_daily.c.day, usage_daily.c.counter],
+        set_={"value": usage_daily.c.value + delta},
+    ).returning(usage_daily.c.value)
+
+
+_add_usage = PreparedUpsert(_build_add_usage)
 
 
 def counter_value(conn: Connection, agent_id: str, day: str, counter: str) -> int:
